@@ -1,0 +1,6 @@
+"""rnnzoo: recurrent sequence models under one contract."""
+from rnnzoo.mixers import (available_mixers, build_mixer, describe_mixers, detach_state, reset_state,
+                           select_state)
+
+__version__ = "0.1.0"
+__all__ = ["available_mixers", "build_mixer", "describe_mixers", "detach_state", "reset_state", "select_state"]

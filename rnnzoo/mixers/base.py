@@ -1,0 +1,97 @@
+"""The mixer contract every architecture in rnnzoo obeys.
+
+    y, state = mixer(x, state=None)        # x (B, T, d_model) -> y (B, T, d_out), state after the last step
+    y_t, state = mixer.step(x_t, state)    # x_t (B, d_model) -> y_t (B, d_out), one time step
+    state = mixer.init_state(batch_size, device=None, dtype=None)
+    mixer.causal                           # False when y_t depends on x after t; step() then raises
+
+``d_out`` equals ``d_model`` for every mixer built by ``build_mixer``; layers converted from torch.nn keep
+their own output width. Subclasses implement ``_forward`` and ``_step`` on a checked, non-None state and
+``init_state``; this class does the checking, the T = 0 case and the non-causal guard once for all.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnzoo.errors import ConfigError, NotCausalError, ShapeError
+from rnnzoo.mixers.state import check_state
+
+
+def check_input(x: torch.Tensor, rank: int, width: int, owner: str, name: str = "x") -> None:
+    """Raise a ShapeError unless ``x`` is a floating tensor of the given rank and last-dimension width."""
+    if not isinstance(x, torch.Tensor):
+        raise ShapeError(f"{owner}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    layout = "(B, T, d_model)" if rank == 3 else "(B, d_model)"
+    if x.dim() != rank:
+        raise ShapeError(f"{owner}: {name} must have shape {layout}, got {x.dim()} dims {tuple(x.shape)}")
+    if x.shape[-1] != width:
+        raise ShapeError(f"{owner}: {name} has width {x.shape[-1]} but this mixer was built for {width}")
+    if not x.is_floating_point():
+        raise ShapeError(f"{owner}: {name} must be a floating tensor, got {x.dtype} (embed token ids first)")
+
+
+class Mixer(nn.Module):
+    """Base class of all sequence mixers (see the module docstring for the contract)."""
+
+    causal: bool = True
+
+    def __init__(self, d_model: int, d_out: int | None = None):
+        super().__init__()
+        if not isinstance(d_model, int) or isinstance(d_model, bool) or d_model <= 0:
+            raise ShapeError(f"{type(self).__name__}: d_model must be a positive int, got {d_model!r}")
+        self.d_model = d_model
+        self.d_out = d_model if d_out is None else d_out
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> Any:
+        raise NotImplementedError
+
+    def _forward(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def _step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        check_input(x, 3, self.d_model, type(self).__name__)
+        state = self._checked_state(state, x)
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, self.d_out), state
+        return self._forward(x, state)
+
+    def step(self, x_t: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        if not self.causal:
+            raise NotCausalError(
+                f"{type(self).__name__} is not causal (it reads the sequence in both directions), "
+                "so it has no step(); use forward() on the whole sequence"
+            )
+        check_input(x_t, 2, self.d_model, type(self).__name__, name="x_t")
+        return self._step(x_t, self._checked_state(state, x_t))
+
+    def _checked_state(self, state: Any, x: torch.Tensor) -> Any:
+        if state is None:
+            return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        expected = self.init_state(x.shape[0], device="meta", dtype=x.dtype)
+        check_state(state, expected, x.device, type(self).__name__)
+        return state
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, d_out={self.d_out}, causal={self.causal}"
+
+
+def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_bool(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner}: {name} must be True or False, got {value!r}")

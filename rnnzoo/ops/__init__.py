@@ -1,0 +1,1 @@
+"""Pure functions: each recurrence as a readable reference loop beside its fast forms."""

@@ -1,0 +1,20 @@
+"""One generic loop for nonlinear cells (Keras ``RNN(cell)``, Flax ``nn.RNN``).
+
+A cell is ``cell(x_t, state) -> (y_t, state)``; ``scan_cell`` runs it over the time axis of ``x`` (B, T, ...).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+Cell = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
+
+
+def scan_cell(cell: Cell, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    """Equivalent to ``ys = []; for t: y, state = cell(x[:, t], state); ys.append(y)``, stacked on dim 1."""
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = cell(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, dim=1), state
