@@ -1,0 +1,4 @@
+"""Data for the tasks rnnzoo trains on."""
+from rnnzoo.tasks.text import CharVocab, StreamBatches, default_corpus, read_text, split_ids
+
+__all__ = ["CharVocab", "StreamBatches", "default_corpus", "read_text", "split_ids"]

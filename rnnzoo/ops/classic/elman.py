@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from rnnzoo.errors import ConfigError
 from rnnzoo.ops.loop import scan_cell
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -25,13 +26,13 @@ def elman(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bia
           initial_state: torch.Tensor | None = None, mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Run an Elman RNN over ``x``; returns (y (B, T, H), h_T (B, H))."""
     if nonlinearity not in ACTIVATIONS:
-        raise ValueError(f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got {nonlinearity!r}")
+        raise ConfigError(f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got {nonlinearity!r}")
     B, H = x.shape[0], weight_hh.shape[0]
     h0 = x.new_zeros(B, H) if initial_state is None else initial_state
     if mode in ("auto", "fused"):
         return elman_fused(x, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity, h0)
     if mode != "reference":
-        raise ValueError(f"mode must be 'auto', 'fused' or 'reference', got {mode!r}")
+        raise ConfigError(f"mode must be 'auto', 'fused' or 'reference', got {mode!r}")
     xw = x @ weight_ih.T  # (B, T, H), hoisted out of the loop
     if bias_ih is not None:
         xw = xw + bias_ih
@@ -48,5 +49,6 @@ def elman_fused(x, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity, h0):
     kernel = torch.rnn_tanh if nonlinearity == "tanh" else torch.rnn_relu
     has_bias = bias_ih is not None
     params = [weight_ih, weight_hh] + ([bias_ih, bias_hh] if has_bias else [])
-    y, h_n = kernel(x, h0.unsqueeze(0).contiguous(), params, has_bias, 1, 0.0, False, False, True)
+    # train=True when grad is on: cuDNN refuses a backward through an inference-mode call
+    y, h_n = kernel(x, h0.unsqueeze(0).contiguous(), params, has_bias, 1, 0.0, torch.is_grad_enabled(), False, True)
     return y, h_n[0]
