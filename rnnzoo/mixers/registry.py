@@ -67,7 +67,12 @@ def build_mixer(name: str, d_model: int, **options) -> Mixer:
     bidirectional = options.pop("bidirectional", False)
     if not isinstance(bidirectional, bool):
         raise ConfigError(f"bidirectional must be a bool, got {bidirectional!r}")
+    mixer = entry.cls(d_model, **options)
+    if mixer.d_out != d_model:
+        raise ConfigError(f"mixer {name!r} built with {options} writes width {mixer.d_out}, but build_mixer's "
+                          f"contract is y of width d_model={d_model}; construct {entry.cls.__name__} directly "
+                          "for another output width")
     if bidirectional:
         from rnnzoo.mixers.bidirectional import Bidirectional
-        return Bidirectional(entry.cls(d_model, **options), entry.cls(d_model, **options))
-    return entry.cls(d_model, **options)
+        return Bidirectional(mixer, entry.cls(d_model, **options))
+    return mixer

@@ -31,7 +31,8 @@ def detach_state(state: Any) -> Any:
 def select_state(state: Any, index: torch.Tensor | slice | list[int]) -> Any:
     """Keep the batch rows named by ``index`` (beam search reordering, dropping finished rows)."""
     if isinstance(index, list):
-        index = torch.as_tensor(index, dtype=torch.long)
+        # a list of bools is a mask, a list of ints names rows
+        index = torch.as_tensor(index) if index else torch.zeros(0, dtype=torch.long)
     return map_state(lambda t: t[index], state)
 
 
