@@ -8,6 +8,7 @@ from torch import nn
 from rnnzoo.blocks import Bidirectional, BidirectionalState, ResidualBlock, RMSNorm, Stack, StackState, build_stack
 from rnnzoo.errors import ConfigError, NotCausalError, UnknownNameError
 from rnnzoo.mixers import build_mixer
+from rnnzoo.mixers.elman import Elman
 
 D, B, T = 6, 2, 7
 f64 = dict(dtype=torch.float64)
@@ -67,7 +68,7 @@ def test_stack_dropout_only_between_layers():
 
 
 def test_stack_checks_widths_and_options():
-    narrow = build_mixer("elman", D, hidden_size=4, project_output=False)
+    narrow = Elman(D, hidden_size=4, project_output=False)
     assert Stack([narrow, build_mixer("jordan", 4)]).d_out == 4
     with pytest.raises(ConfigError, match="layer 1 reads width 6 but layer 0 writes 4"):
         Stack([narrow, build_mixer("elman", D)])
@@ -118,7 +119,7 @@ def test_residual_block_equals_its_formula(norm, mlp_ratio):
 
 def test_residual_block_checks():
     with pytest.raises(ConfigError, match="d_out == d_model"):
-        ResidualBlock(build_mixer("elman", D, hidden_size=4, project_output=False))
+        ResidualBlock(Elman(D, hidden_size=4, project_output=False))
     with pytest.raises(ConfigError, match="mlp_ratio"):
         ResidualBlock(build_mixer("elman", D), mlp_ratio=-1)
     with pytest.raises(ConfigError, match="norm"):

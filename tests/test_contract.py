@@ -17,7 +17,7 @@ from torch.func import functional_call
 from rnnzoo.errors import ConfigError, NotCausalError, ShapeError, StateError, UnknownNameError
 from rnnzoo.mixers import available_mixers, build_mixer, describe_mixers, mixer_options
 from rnnzoo.mixers.bidirectional import BidirectionalState
-from rnnzoo.mixers.state import check_state, flatten_state, map_state, unflatten_state
+from rnnzoo.mixers.state import check_state, flatten_state, map_state, select_state, unflatten_state
 
 D, B = 8, 3
 TIGHT = dict(rtol=1e-10, atol=1e-10)
@@ -336,3 +336,33 @@ def test_modes_agree(name, options):
 def test_build_mixer_refuses_an_output_width_other_than_d_model():
     with pytest.raises(ConfigError, match="width d_model=8"):
         build_mixer("elman", 8, hidden_size=4, project_output=False)
+
+
+@CASES
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@settings(max_examples=5, deadline=None)
+@given(lengths=st.lists(st.integers(0, 9), min_size=B, max_size=B), with_state=st.booleans())
+def test_padded_batch_equals_each_row_alone(name, options, bidirectional, lengths, with_state):
+    mixer = make(name, options, bidirectional=bidirectional)
+    T = max(lengths) + 1
+    x = randn(B, T, D)
+    state = warm_state(mixer) if with_state else None
+    y, final = mixer(x, state, lengths=torch.tensor(lengths))
+    assert y.shape == (B, T, D)
+    for b, L in enumerate(lengths):
+        row_state = None if state is None else select_state(state, [b])
+        y_b, s_b = mixer(x[b:b + 1, :L], row_state)
+        torch.testing.assert_close(y[b:b + 1, :L], y_b, **TIGHT)
+        assert not y[b, L:].any(), "padded positions must be zero"
+        assert_states_close(select_state(final, [b]), s_b, **TIGHT)
+
+
+def test_lengths_are_checked():
+    mixer = make("elman", {})
+    x = randn(B, 4, D)
+    with pytest.raises(ShapeError, match="lengths must lie in"):
+        mixer(x, lengths=torch.tensor([1, 5, 2]))
+    with pytest.raises(ShapeError, match="shape"):
+        mixer(x, lengths=torch.tensor([1, 2]))
+    with pytest.raises(ShapeError, match="integers"):
+        mixer(x, lengths=torch.tensor([1.0, 2.0, 3.0]))

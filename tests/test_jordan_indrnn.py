@@ -10,7 +10,7 @@ from torch import nn
 
 from rnnzoo.errors import ConfigError
 from rnnzoo.mixers import build_mixer
-from rnnzoo.mixers.indrnn import IndRNNState
+from rnnzoo.mixers.indrnn import IndRNN, IndRNNState
 from rnnzoo.mixers.jordan import JordanState
 from rnnzoo.ops.classic.indrnn import indrnn
 from rnnzoo.ops.classic.jordan import jordan
@@ -90,8 +90,8 @@ def test_jordan_options():
 @pytest.mark.parametrize("nonlinearity", ["relu", "tanh"])
 @pytest.mark.parametrize("hidden_size", [4, 6])
 def test_indrnn_is_an_elman_network_with_diagonal_recurrence(nonlinearity, hidden_size):
-    mixer = build_mixer("indrnn", D, hidden_size=hidden_size, nonlinearity=nonlinearity,
-                        project_output=False).double()
+    mixer = IndRNN(D, hidden_size=hidden_size, nonlinearity=nonlinearity,
+           project_output=False).double()
     with torch.no_grad():
         mixer.weight_hh.uniform_(-1.2, 1.2)  # both signs, some |u| > 1
     rnn = torch_rnn(mixer.weight_ih.detach(), torch.diag(mixer.weight_hh.detach()), mixer.bias.detach(),
@@ -142,7 +142,7 @@ def test_indrnn_options():
     assert ((u >= 0) & (u <= 0.5)).all()
     wide = build_mixer("indrnn", D, hidden_size=10)
     assert wide.d_out == D and wide(torch.randn(B, T, D))[0].shape == (B, T, D)
-    bare = build_mixer("indrnn", D, hidden_size=10, project_output=False)
+    bare = IndRNN(D, hidden_size=10, project_output=False)
     assert bare.d_out == 10 and bare.out_proj is None
     y, state = bare(torch.randn(B, T, D))
     assert y.shape == (B, T, 10)

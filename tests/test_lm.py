@@ -158,5 +158,3 @@ def test_tied_weights_and_parameter_count():
 def test_model_needs_a_causal_mixer():
     with pytest.raises(ConfigError, match="causal"):
         LanguageModel(V, "elman", 8, 1, bidirectional=True)
-    with pytest.raises(ConfigError, match="tie_weights"):
-        LanguageModel(V, "elman", 8, 1, tie_weights=True, hidden_size=6, project_output=False)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from rnnzoo.errors import ConfigError
-from rnnzoo.mixers.base import Mixer, check_choice
+from rnnzoo.mixers.base import Mixer, check_choice, mask_padding
 
 
 class RMSNorm(nn.Module):
@@ -50,6 +50,10 @@ class ResidualBlock(Mixer):
     def _forward(self, x, state):
         y, state = self.mixer(self.norm1(x), state)  # (B, T, d)
         return self._mlp(x + self.drop(y)), state
+
+    def _forward_padded(self, x, state, lengths):
+        y, state = self.mixer(self.norm1(x), state, lengths)  # (B, T, d)
+        return mask_padding(self._mlp(x + self.drop(y)), lengths), state
 
     def _step(self, x_t, state):
         y, state = self.mixer.step(self.norm1(x_t), state)  # (B, d)

@@ -33,14 +33,17 @@ class Stack(Mixer):
     def init_state(self, batch_size, device=None, dtype=None) -> StackState:
         return StackState(tuple(layer.init_state(batch_size, device, dtype) for layer in self.layers))
 
-    def _forward(self, x, state):
+    def _forward(self, x, state, lengths=None):
         new_states = []
         for i, (layer, s) in enumerate(zip(self.layers, state.layers)):
             if i > 0:
                 x = self.dropout(x)
-            x, s = layer(x, s)  # (B, T, width of layer i)
+            x, s = layer(x, s, lengths)  # (B, T, width of layer i)
             new_states.append(s)
         return x, StackState(tuple(new_states))
+
+    def _forward_padded(self, x, state, lengths):
+        return self._forward(x, state, lengths)
 
     def _step(self, x_t, state):
         new_states = []

@@ -1,6 +1,7 @@
 """The mixer contract every architecture in rnnzoo obeys.
 
     y, state = mixer(x, state=None)        # x (B, T, d_model) -> y (B, T, d_out), state after the last step
+    y, state = mixer(x, state, lengths)    # right-padded batch: each row's state after its own last step
     y_t, state = mixer.step(x_t, state)    # x_t (B, d_model) -> y_t (B, d_out), one time step
     state = mixer.init_state(batch_size, device=None, dtype=None)
     mixer.causal                           # False when y_t depends on x after t; step() then raises
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from rnnzoo.errors import ConfigError, NotCausalError, ShapeError
-from rnnzoo.mixers.state import check_state
+from rnnzoo.mixers.state import check_state, reset_state
 
 
 def check_input(x: torch.Tensor, rank: int, width: int, owner: str, name: str = "x") -> None:
@@ -31,6 +32,28 @@ def check_input(x: torch.Tensor, rank: int, width: int, owner: str, name: str = 
         raise ShapeError(f"{owner}: {name} has width {x.shape[-1]} but this mixer was built for {width}")
     if not x.is_floating_point():
         raise ShapeError(f"{owner}: {name} must be a floating tensor, got {x.dtype} (embed token ids first)")
+
+
+def check_lengths(lengths: Any, x: torch.Tensor, owner: str) -> torch.Tensor | None:
+    """None when every row is full; otherwise a long tensor (B,) on x's device with 0 <= lengths <= T."""
+    if lengths is None:
+        return None
+    B, T = x.shape[:2]
+    lengths = torch.as_tensor(lengths)
+    if lengths.shape != (B,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ShapeError(f"{owner}: lengths must be integers of shape (B,) = ({B},), got {lengths.dtype} "
+                         f"{tuple(lengths.shape)}")
+    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        raise ShapeError(f"{owner}: lengths must lie in [0, T={T}], got {lengths.tolist()}")
+    if B == 0 or bool((lengths == T).all()):
+        return None
+    return lengths.to(device=x.device, dtype=torch.long)
+
+
+def mask_padding(y: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero y (B, T, ...) at t >= lengths[b]."""
+    valid = torch.arange(y.shape[1], device=y.device) < lengths[:, None]  # (B, T)
+    return y * valid.reshape(*valid.shape, *([1] * (y.dim() - 2))).to(y.dtype)
 
 
 class Mixer(nn.Module):
@@ -55,12 +78,32 @@ class Mixer(nn.Module):
     def _step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+    def forward(self, x: torch.Tensor, state: Any = None,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+        """``lengths`` (B,) marks a right-padded batch: row b is valid for t < lengths[b]; the returned state is
+        each row's state after its own last valid step, and y is zero at padded positions."""
         check_input(x, 3, self.d_model, type(self).__name__)
         state = self._checked_state(state, x)
+        lengths = check_lengths(lengths, x, type(self).__name__)
         if x.shape[1] == 0:
             return x.new_zeros(x.shape[0], 0, self.d_out), state
-        return self._forward(x, state)
+        if lengths is None:
+            return self._forward(x, state)
+        return self._forward_padded(x, state, lengths)
+
+    def _forward_padded(self, x: torch.Tensor, state: Any, lengths: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Run up to each distinct length in turn, freezing the rows that end there. Exact for any causal mixer,
+        since forward over two pieces with the state carried equals one forward; costs one call per length."""
+        ys, final, start = [], state, 0
+        for end in sorted(set(lengths.tolist())):
+            if end > start:
+                y, state = self._forward(x[:, start:end], state)  # (B, end - start, d_out)
+                ys.append(y)
+                start = end
+            final = reset_state(final, lengths == end, state)
+        if start < x.shape[1]:
+            ys.append(x.new_zeros(x.shape[0], x.shape[1] - start, self.d_out))
+        return mask_padding(torch.cat(ys, dim=1), lengths), final
 
     def step(self, x_t: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         if not self.causal:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from rnnzoo.errors import ConfigError
-from rnnzoo.mixers.base import Mixer, check_choice
+from rnnzoo.mixers.base import Mixer, check_choice, mask_padding
 
 
 class BidirectionalState(NamedTuple):
@@ -43,11 +43,27 @@ class Bidirectional(Mixer):
     def _forward(self, x, state):
         y_f, s_f = self.fwd(x, state.forward)                          # (B, T, W)
         y_b, s_b = self.bwd(x.flip(1), state.backward)                 # (B, T, W), reversed time
-        y_b = y_b.flip(1)
+        return self._merge(y_f, y_b.flip(1)), BidirectionalState(s_f, s_b)
+
+    def _forward_padded(self, x, state, lengths):
+        # Reverse each row within its own length; the permutation is its own inverse.
+        t = torch.arange(x.shape[1], device=x.device)
+        rev = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # (B, T)
+        y_f, s_f = self.fwd(x, state.forward, lengths)
+        y_b, s_b = self.bwd(reverse_rows(x, rev), state.backward, lengths)
+        y = self._merge(y_f, reverse_rows(y_b, rev))
+        return mask_padding(y, lengths), BidirectionalState(s_f, s_b)
+
+    def _merge(self, y_f, y_b):
         if self.merge == "sum":
             y = y_f + y_b
         else:
             y = torch.cat([y_f, y_b], dim=-1)                          # (B, T, 2W)
             if self.out_proj is not None:
                 y = self.out_proj(y)
-        return y, BidirectionalState(s_f, s_b)
+        return y
+
+
+def reverse_rows(x: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:
+    """x (B, T, D) with row b's time order permuted by rev[b] (B, T)."""
+    return x.gather(1, rev[:, :, None].expand(-1, -1, x.shape[2]))

@@ -93,14 +93,10 @@ class LanguageModel(nn.Module):
         if not self.stack.causal:
             raise ConfigError(f"a language model needs a causal mixer, but {mixer!r} with {mixer_options} reads "
                               "the future; drop bidirectional=True")
-        d_out = self.stack.d_out
-        self.norm = nn.LayerNorm(d_out) if residual else None
+        self.norm = nn.LayerNorm(d_model) if residual else None
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(d_out, vocab_size)
+        self.head = nn.Linear(d_model, vocab_size)  # build_mixer guarantees the stack writes width d_model
         if tie_weights:
-            if d_out != d_model:
-                raise ConfigError(f"tie_weights needs the stack's output width {d_out} to equal d_model "
-                                  f"{d_model}; turn off tie_weights or make the mixer output d_model")
             self.head.weight = self.embed.weight
 
     @classmethod
