@@ -6,16 +6,7 @@ from torch import nn
 
 from rnnzoo.errors import ConfigError
 from rnnzoo.mixers.base import Mixer, check_choice, mask_padding
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, d: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+from rnnzoo.mixers.components import RMSNorm
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
