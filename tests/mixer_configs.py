@@ -38,10 +38,71 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"mode": "reference", "hidden_size": 5},
         {"bias": False, "orthogonal_init": True},
     ],
+    "rwkv6": [
+        {"n_heads": 2},
+        {"n_heads": 2, "expand_k": 1, "chunk_size": 3},
+        {"mode": "recurrent"},
+    ],
+    "rwkv7": [
+        {"n_heads": 2},
+        {"n_heads": 2, "allow_neg_eigval": True, "chunk_size": 3},
+        {"mode": "recurrent"},
+    ],
+    "deltanet": [
+        {"n_heads": 2},
+        {"n_heads": 2, "allow_neg_eigval": True, "use_output_gate": True, "chunk_size": 3},
+        {"use_short_conv": False, "expand_v": 2, "mode": "recurrent"},
+    ],
+    "gated_deltanet": [
+        {"n_heads": 2},
+        {"n_heads": 2, "allow_neg_eigval": True, "chunk_size": 3},
+        {"use_output_gate": False, "use_short_conv": False, "mode": "recurrent"},
+    ],
+    "deltaproduct": [
+        {"n_heads": 2},
+        {"n_householder": 3, "use_forget_gate": False, "allow_neg_eigval": False, "chunk_size": 4},
+        {"n_householder": 1, "use_output_gate": False, "use_short_conv": False, "mode": "recurrent"},
+    ],
+    "mingru": [
+        {},
+        {"expand": 2, "chunk_size": 3},
+        {"expand": 0.5, "mode": "sequential"},
+    ],
+    "minlstm": [
+        {},
+        {"expand": 2, "chunk_size": 3},
+        {"expand": 0.5, "mode": "sequential"},
+    ],
+    "linear_attention": [
+        {"n_heads": 2},
+        {"n_heads": 2, "normalization": "denominator", "chunk_size": 3},
+        {"feature_map": "relu", "normalization": "denominator", "mode": "recurrent"},
+        {"n_heads": 2, "feature_map": "identity", "chunk_size": 3},
+    ],
+    "retnet": [
+        {"n_heads": 2},
+        {"n_heads": 2, "expand_v": 1, "chunk_size": 3},
+        {"mode": "recurrent"},
+    ],
+    "gla": [
+        {"n_heads": 2},
+        {"n_heads": 2, "expand_k": 1, "chunk_size": 3},
+        {"mode": "recurrent"},
+    ],
+    "mlstm": [
+        {"n_heads": 2},
+        {"n_heads": 2, "qkv_block_size": 2, "forget": "exp", "chunk_size": 3},
+        {"n_heads": 1, "conv_size": 2, "mode": "recurrent"},
+    ],
+    "slstm": [
+        {"n_heads": 2},
+        {"n_heads": 2, "block": "none", "forget": "exp"},
+        {"n_heads": 1, "conv_size": 0},
+    ],
 }
 
 # Values of a ``mode`` option that the suite compares with each other wherever a mixer accepts them.
-MODES = ("reference", "auto", "fused", "chunkwise", "parallel", "recurrent")
+MODES = ("reference", "auto", "fused", "chunk", "chunkwise", "parallel", "sequential", "recurrent")
 
 
 def config_id(name: str, options: dict) -> str:

@@ -1,0 +1,152 @@
+"""minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?"): gates that read only x_t, so the
+recurrence h_t = a_t * h_{t-1} + b_t is linear in h and trains with a parallel scan in log space."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnzoo.errors import ConfigError
+from rnnzoo.mixers.base import Mixer, check_choice, check_int
+from rnnzoo.mixers.registry import register_mixer
+from rnnzoo.ops.scan import scan_log_space
+
+MODES = ("parallel", "sequential")
+
+
+class MinGRUState(NamedTuple):
+    h: torch.Tensor  # (B, H)
+
+
+class MinLSTMState(NamedTuple):
+    h: torch.Tensor  # (B, H)
+
+
+def g(x: torch.Tensor) -> torch.Tensor:
+    """The paper's activation for the candidate state: x + 0.5 for x >= 0, sigmoid(x) below; always > 0."""
+    return torch.where(x >= 0, x.clamp_min(0) + 0.5, torch.sigmoid(x))
+
+
+def log_g(x: torch.Tensor) -> torch.Tensor:
+    """log g(x), finite everywhere (both branches are evaluated, so neither may produce inf or NaN)."""
+    return torch.where(x >= 0, torch.log(x.clamp_min(0) + 0.5), -F.softplus(-x))
+
+
+def min_rnn(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor, mode: str,
+            chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """h_t = a_t * h_{t-1} + b_t for a, b > 0 given as logs (B, T, H) and any real h0 (B, H).
+
+    The recurrence is linear in h0, so h_t = u_t + exp(sum_{s<=t} log a_s) * h0 with u the run from h = 0,
+    which ``scan_log_space`` computes with no initial state. h0 thus never goes through a log: a zero state
+    (log h0 = -inf) gives no NaN, and the gradient to h0 is the exact product of the a's, also where h0 = 0.
+    """
+    if mode == "sequential":
+        h, hs = h0, []
+        for t in range(log_a.shape[1]):
+            h = log_a[:, t].exp() * h + log_b[:, t].exp()  # (B, H)
+            hs.append(h)
+        return torch.stack(hs, dim=1), h
+    log_u, _ = scan_log_space(log_a, log_b, mode="chunk", chunk_size=chunk_size)  # (B, T, H)
+    h = log_u.exp() + log_a.cumsum(dim=1).exp() * h0.unsqueeze(1)  # (B, T, H)
+    return h, h[:, -1]
+
+
+def check_expand(owner: str, expand: float, d_model: int) -> int:
+    """The hidden width int(expand * d_model), or a ConfigError when it is not a positive number of units."""
+    if (isinstance(expand, bool) or not isinstance(expand, (int, float)) or not 0 < expand < math.inf
+            or int(expand * d_model) < 1):
+        raise ConfigError(f"{owner}: expand must be a positive number with expand * d_model >= 1 "
+                          f"(hidden width = expand * d_model), got {expand!r}")
+    return int(expand * d_model)
+
+
+class MinRNN(Mixer):
+    """What minGRU and minLSTM share: one input projection to ``n_gates`` blocks of H, the scan, out_proj."""
+
+    n_gates: int
+
+    def __init__(self, d_model: int, expand: float, mode: str, chunk_size: int, name: str):
+        H = check_expand(name, expand, d_model)
+        check_choice(name, "mode", mode, MODES)
+        check_int(name, "chunk_size", chunk_size)
+        super().__init__(d_model)
+        self.hidden_size, self.mode, self.chunk_size = H, mode, chunk_size
+        self.in_proj = nn.Linear(d_model, self.n_gates * H)
+        self.out_proj = nn.Linear(H, d_model, bias=False) if H != d_model else None
+
+    def _project(self, h):
+        return h if self.out_proj is None else self.out_proj(h)
+
+
+@register_mixer("mingru", "minGRU (Feng et al. 2024): h_t = (1 - z_t) h_{t-1} + z_t g(W_h x_t), log-space scan")
+class MinGRU(MinRNN):
+    """minGRU: a GRU whose gate and candidate read only x_t (no reset gate, no h_{t-1} inside).
+
+        z_t = sigmoid(W_z x_t + b_z),  h~_t = g(W_h x_t + b_h),  h_t = (1 - z_t) h_{t-1} + z_t h~_t,
+        y_t = h_t  (or W_o h_t when H != d_model)
+
+    with g(x) = x + 0.5 for x >= 0 and sigmoid(x) below, so h~ > 0 and, from h_0 >= 0, h stays positive.
+    ``mode='parallel'`` runs the log-space scan with log z = -softplus(-k), log(1 - z) = -softplus(k);
+    ``'sequential'`` the loop in linear space. Options: ``expand`` (H = expand * d_model, default 1),
+    ``chunk_size`` (of the scan).
+    """
+
+    n_gates = 2
+
+    def __init__(self, d_model: int, expand: float = 1, mode: str = "parallel", chunk_size: int = 64):
+        super().__init__(d_model, expand, mode, chunk_size, "mingru")
+
+    def init_state(self, batch_size, device=None, dtype=None) -> MinGRUState:
+        dtype = dtype or self.in_proj.weight.dtype
+        return MinGRUState(torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype))
+
+    def _forward(self, x, state):
+        k_z, k_h = self.in_proj(x).chunk(2, dim=-1)  # (B, T, H) each
+        log_a = -F.softplus(k_z)  # log(1 - z)
+        log_b = -F.softplus(-k_z) + log_g(k_h)  # log(z h~)
+        h, h_T = min_rnn(log_a, log_b, state.h, self.mode, self.chunk_size)  # (B, T, H)
+        return self._project(h), MinGRUState(h_T)
+
+    def _step(self, x_t, state):
+        k_z, k_h = self.in_proj(x_t).chunk(2, dim=-1)  # (B, H) each
+        z = torch.sigmoid(k_z)
+        h = (1 - z) * state.h + z * g(k_h)  # (B, H)
+        return self._project(h), MinGRUState(h)
+
+
+@register_mixer("minlstm", "minLSTM (Feng et al. 2024): h_t = f'_t h_{t-1} + i'_t g(W_h x_t), normalised gates")
+class MinLSTM(MinRNN):
+    """minLSTM: an LSTM with gates that read only x_t, no output gate and no cell/hidden split.
+
+        f_t = sigmoid(W_f x_t + b_f),  i_t = sigmoid(W_i x_t + b_i),  h~_t = g(W_h x_t + b_h),
+        f'_t = f_t / (f_t + i_t),  i'_t = i_t / (f_t + i_t),  h_t = f'_t h_{t-1} + i'_t h~_t
+
+    (g as in minGRU). In log space, with d = softplus(-k_f) - softplus(-k_i) = log i - log f,
+    log f' = -softplus(d) and log i' = -softplus(-d). Options and modes as minGRU.
+    """
+
+    n_gates = 3
+
+    def __init__(self, d_model: int, expand: float = 1, mode: str = "parallel", chunk_size: int = 64):
+        super().__init__(d_model, expand, mode, chunk_size, "minlstm")
+
+    def init_state(self, batch_size, device=None, dtype=None) -> MinLSTMState:
+        dtype = dtype or self.in_proj.weight.dtype
+        return MinLSTMState(torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype))
+
+    def _forward(self, x, state):
+        k_f, k_i, k_h = self.in_proj(x).chunk(3, dim=-1)  # (B, T, H) each
+        d = F.softplus(-k_f) - F.softplus(-k_i)  # log i - log f
+        log_a = -F.softplus(d)  # log f'
+        log_b = -F.softplus(-d) + log_g(k_h)  # log(i' h~)
+        h, h_T = min_rnn(log_a, log_b, state.h, self.mode, self.chunk_size)  # (B, T, H)
+        return self._project(h), MinLSTMState(h_T)
+
+    def _step(self, x_t, state):
+        k_f, k_i, k_h = self.in_proj(x_t).chunk(3, dim=-1)  # (B, H) each
+        f, i = torch.sigmoid(k_f), torch.sigmoid(k_i)
+        h = f / (f + i) * state.h + i / (f + i) * g(k_h)  # (B, H)
+        return self._project(h), MinLSTMState(h)
