@@ -66,7 +66,8 @@ def test_config_rejects_wrong_types(key, value):
 
 @pytest.mark.parametrize("key, value", [("steps", 0), ("batch_size", 0), ("seq_len", -1), ("bptt", 0),
                                         ("dropout", 1.0), ("lr", 0.0), ("min_lr", 1.0), ("grad_clip", -1.0),
-                                        ("betas", (0.9, 1.0)), ("eval_batches", 0), ("device", "gpu7")])
+                                        ("betas", (0.9, 1.0)), ("eval_batches", 0), ("device", "gpu7"),
+                                        ("max_minutes", 0.0)])
 def test_config_rejects_values_out_of_range(key, value):
     with pytest.raises(ConfigError, match=key):
         TrainConfig.from_dict({key: value})
@@ -234,6 +235,27 @@ def test_ctrl_c_finishes_the_step_then_saves_and_resumes_exactly(data, tmp_path,
     assert signal.getsignal(signal.SIGINT) is handler
     monkeypatch.undo()
     assert_same_weights(train(cfg, resume=True, progress=False).model, reference.model)
+
+
+def test_time_budget_ends_the_run_after_a_step_and_resume_finishes_it_exactly(data, tmp_path, reference,
+                                                                            monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    real = loop.train_step
+
+    def one_minute_step(*args, **kwargs):
+        clock[0] += 60.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", one_minute_step)
+    cfg = TrainConfig(**TINY, data=data, out_dir=str(tmp_path), max_minutes=2.5)
+    stopped = train(cfg, progress=False)
+    assert stopped.steps == 3 and stopped.history[-1]["step"] == 3
+    assert stopped.history[-1]["val_loss"] is not None  # the last step is evaluated like a final one
+    assert load_checkpoint(tmp_path / "checkpoint").trainer_state["step"] == 3
+    monkeypatch.undo()
+    assert_same_weights(train(TrainConfig(**TINY, data=data, out_dir=str(tmp_path)), resume=True,
+                              progress=False).model, reference.model)
 
 
 def test_a_model_learns_a_simple_text(tmp_path):

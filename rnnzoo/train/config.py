@@ -33,6 +33,8 @@ class TrainConfig:
     The learning rate warms up linearly over ``warmup_steps``, then follows a cosine from ``lr`` down to
     ``min_lr`` at ``decay_steps`` (default ``steps``). ``eval_every``/``save_every`` of 0 mean only at the end;
     ``eval_batches=None`` evaluates on the whole validation split. ``data=None`` is the default corpus.
+    ``max_minutes`` is a wall-clock budget for this invocation (evaluation included): when it runs out, the
+    current step is the last one (evaluated and saved as usual) and ``--resume`` can continue later.
     """
 
     data: str | None = None
@@ -51,6 +53,7 @@ class TrainConfig:
     min_lr: float = 3e-4
     warmup_steps: int = 50
     decay_steps: int | None = None
+    max_minutes: float | None = None
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
@@ -81,6 +84,8 @@ class TrainConfig:
                 fail(key, "must be >= 0", f"set {key} to 0 or more")
         if not 0 <= self.dropout < 1:
             fail("dropout", "must be in [0, 1)", "use e.g. dropout=0.1, or 0 for none")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            fail("max_minutes", "must be > 0 or none", "use e.g. max_minutes=10, or none for no limit")
         if not self.lr > 0:
             fail("lr", "must be > 0", "use e.g. lr=0.003")
         if not 0 <= self.min_lr <= self.lr:

@@ -137,6 +137,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, ove
     log = MetricsLog(out_dir, history) if ctx.is_main else None
     bar = progress_bar(cfg.steps, step, cfg.mixer, progress and ctx.is_main)
     stopping_together = False
+    started = time.perf_counter()
     try:
         while step < cfg.steps:
             if any_rank(stop.requested, ctx):
@@ -159,7 +160,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, ove
             train_time += elapsed
             bar.update(1)
 
-            final = step == cfg.steps
+            out_of_time = cfg.max_minutes is not None and time.perf_counter() - started > 60 * cfg.max_minutes
+            final = step == cfg.steps or any_rank(out_of_time, ctx)
             evaluating = final or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
             if evaluating or step % cfg.log_every == 0:
                 row = {"step": step, "train_loss": mean_over_ranks(interval_loss / interval_steps, ctx),
@@ -175,7 +177,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, ove
                     log.log(row)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
                 interval_loss, interval_steps, interval_time = 0.0, 0, 0.0
-            if not final and cfg.save_every > 0 and step % cfg.save_every == 0:
+            if final:
+                break
+            if cfg.save_every > 0 and step % cfg.save_every == 0:
                 checkpoint()
     except KeyboardInterrupt:
         if stopping_together or not ctx.enabled:

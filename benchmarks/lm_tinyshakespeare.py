@@ -1,0 +1,105 @@
+"""Character-level language modelling on tinyshakespeare under a fixed CPU time budget.
+
+    .venv/bin/python benchmarks/lm_tinyshakespeare.py                      # every classic mixer, 10 min each
+    .venv/bin/python benchmarks/lm_tinyshakespeare.py --jobs 2        # two mixers at a time, one core each
+    .venv/bin/python benchmarks/lm_tinyshakespeare.py --mixers lstm --minutes 2
+
+Each mixer gets a model of about the same parameter count (~1.1M), two layers, trained through the same
+``rnnzoo.train.train`` as ``rnnzoo train``. The number of steps (and so the learning-rate schedule) is set from
+a short timed calibration run so that training fits in the budget, and ``max_minutes`` stops it at the budget
+in any case; the reported wall time (final evaluation included) is measured.
+Validation loss is nats/char on the last 10% of the text, as in nanoGPT's shakespeare_char (whose CPU baseline
+is 1.88 in BENCHMARKS.md). Writes benchmarks/results/lm_tinyshakespeare.json and a loss-vs-time plot.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
+
+from rnnzoo.train.config import TrainConfig  # noqa: E402
+from rnnzoo.train.logging import plot_curves  # noqa: E402
+from rnnzoo.train.loop import train  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+# d_model per mixer for ~1.05M recurrent parameters in two layers (4d^2+... per LSTM layer, 3 for GRU, ...).
+WIDTHS = {"lstm": 256, "gru": 296, "elman": 512, "jordan": 418, "indrnn": 724}
+COMMON = dict(n_layers=2, batch_size=32, seq_len=128, lr=3e-3, min_lr=1e-4, warmup_steps=100,
+              weight_decay=0.01, grad_clip=1.0, dropout=0.1, eval_batches=20, log_every=25, save_every=0, seed=0)
+
+
+def config(mixer: str, steps: int, out_dir: str, eval_every: int, max_minutes: float | None = None) -> TrainConfig:
+    return TrainConfig.from_dict(dict(COMMON, data=str(DATA), mixer=mixer, d_model=WIDTHS[mixer], steps=steps,
+                                      out_dir=out_dir, eval_every=eval_every, max_minutes=max_minutes))
+
+
+def calibrate(mixer: str, out: Path) -> float:
+    """Seconds per training step, from two short runs (their difference drops start-up and the final eval)."""
+    t0 = time.perf_counter()
+    train(config(mixer, 10, str(out / "calibrate-a"), 0), progress=False, overwrite=True)
+    t1 = time.perf_counter()
+    train(config(mixer, 40, str(out / "calibrate-b"), 0), progress=False, overwrite=True)
+    t2 = time.perf_counter()
+    return ((t2 - t1) - (t1 - t0)) / 30
+
+
+def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
+    """Calibrate, then train ``mixer`` for the budget; runs in its own process when --jobs > 1."""
+    torch.set_num_threads(threads)
+    out = Path(out_root) / mixer
+    per_step = calibrate(mixer, out)
+    steps = max(50, int(0.85 * 60 * minutes / per_step))  # 15% kept for evaluation and slack
+    t0 = time.perf_counter()
+    # The hard limit leaves 15 s for the final evaluation and checkpoint after the last step.
+    cfg = config(mixer, steps, str(out / "run"), max(50, steps // 10), max_minutes=minutes - 0.25)
+    res = train(cfg, progress=False, overwrite=True)
+    wall = time.perf_counter() - t0
+    print(f"{mixer}: val {res.val_loss:.4f} nats/char after {res.steps} steps in {wall:.0f}s", flush=True)
+    return {"mixer": mixer, "d_model": WIDTHS[mixer], "params": res.params, "steps": res.steps,
+            "tokens": res.steps * COMMON["batch_size"] * COMMON["seq_len"], "wall_s": wall,
+            "tokens_per_s": res.tokens_per_s, "val_nats_per_char": res.val_loss,
+            "val_bits_per_char": res.bits_per_char, "threads": threads,
+            "history": [{k: h.get(k) for k in ("step", "train_loss", "val_loss")} for h in res.history]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mixers", nargs="+", default=list(WIDTHS))
+    ap.add_argument("--minutes", type=float, default=10.0, help="training budget per mixer")
+    ap.add_argument("--jobs", type=int, default=1, help="mixers trained at once, each in its own process")
+    ap.add_argument("--out", default="runs/lm_tinyshakespeare", help="run folders (checkpoints, metrics.csv)")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
+    args = ap.parse_args()
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.jobs == 1:
+        rows = [run_one(m, args.minutes, threads, args.out) for m in args.mixers]
+    else:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(run_one, args.mixers, [args.minutes] * len(args.mixers),
+                                 [threads] * len(args.mixers), [args.out] * len(args.mixers)))
+    name = "lm_tinyshakespeare" + (f"_{args.tag}" if args.tag else "")
+    plot = RESULTS_DIR / f"{name}.png"
+    plot_curves({r["mixer"]: r["history"] for r in rows}, plot,
+                title=f"tinyshakespeare, {args.minutes:g} min per mixer")
+    path = write_results(name, {"config": dict(COMMON, minutes=args.minutes, jobs=args.jobs, data=DATA.name),
+                                "runs": rows})
+    print(markdown_table(
+        ["mixer", "params", "threads", "steps", "train wall (s)", "tokens/s", "val nats/char", "val bits/char"],
+        [[r["mixer"], f"{r['params']:,}", r["threads"], r["steps"], f"{r['wall_s']:.0f}",
+          f"{r['tokens_per_s']:,.0f}", f"{r['val_nats_per_char']:.3f}", f"{r['val_bits_per_char']:.3f}"]
+         for r in rows]))
+    print(f"\nresults: {path}\nplot: {plot}")
+
+
+if __name__ == "__main__":
+    main()
