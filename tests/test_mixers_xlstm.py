@@ -1,6 +1,6 @@
 """xLSTM mixers: each block against a formulation written out here from the paper's equations (mLSTM: the
 unstabilised parallel form; sLSTM: the unstabilised loop), mLSTM chunk vs recurrent on a long sequence, finite
-outputs under huge gate pre-activations, option checks, and a language model that learns."""
+outputs under huge gate pre-activations, and option checks."""
 import math
 
 import pytest
@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from rnnzoo.errors import ConfigError, ShapeError
 from rnnzoo.mixers import build_mixer, detach_state, flatten_state
-from rnnzoo.models import LanguageModel
 from rnnzoo.ops.slstm import SLSTMState, slstm
 
 F64 = torch.float64
@@ -138,8 +137,6 @@ def test_slstm_huge_gate_preactivations_give_finite_gradients(name, options):
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-@pytest.mark.xfail(strict=True, reason="rnnzoo.ops.mlstm: the read-out floor exp(-m_t) overflows to inf in float32 "
-                   "once m_t < -88, and its gradient is then 0 * inf = NaN")
 def test_mlstm_huge_gate_preactivations_give_finite_gradients():
     x, y, _ = run_with_huge_gates(*HUGE[0])
     y.sum().backward()
@@ -231,20 +228,3 @@ def test_mlstm_options_and_init():
     for bad in ({"n_heads": 3}, {"qkv_block_size": 3}, {"conv_size": 1}, {"forget": "tanh"}, {"chunk_size": 0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             build_mixer("mlstm", 8, **bad)
-
-
-@pytest.mark.parametrize("name", ["mlstm", "slstm"])
-def test_language_model_learns_a_repeated_text(name):
-    torch.manual_seed(0)
-    model = LanguageModel(7, name, 16, 2, residual=True, n_heads=2)
-    tokens = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 2, 4, 6] * 4])  # (1, 40)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(25):
-        logits, _ = model(tokens[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0], losses

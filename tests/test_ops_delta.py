@@ -4,6 +4,7 @@ chunk form against its direct double loop."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import as_float32, assert_rel_close, with_grads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,26 +43,7 @@ def call(op, x, **kw):
 
 def outputs_and_grads(op, x, **kw):
     """[o, final_state, d/d each input] for a fixed random weighting of o and the final state."""
-    o, S = call(op, x, **kw)
-    gen = torch.Generator().manual_seed(1)
-    loss = (o * torch.randn(o.shape, generator=gen, dtype=F64).to(o.dtype)).sum() \
-        + (S * torch.randn(S.shape, generator=gen, dtype=F64).to(S.dtype)).sum()
-    return [o, S, *torch.autograd.grad(loss, list(x.values()))]
-
-
-def assert_rel_close(got, want, tol, floor=1e-3):
-    """max |got - want| <= tol * max(max |want|, floor) for each pair, compared in float64; the floor covers
-    gradients that are exactly zero (the gate's, when the state it decays is zero)."""
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        assert a.shape == b.shape
-        assert torch.isfinite(a).all()
-        err = (a.double() - b).abs().max().item()
-        assert err <= tol * max(b.abs().max().item(), floor), (err, b.abs().max().item())
-
-
-def as_float32(x):
-    return {name: t.detach().float().requires_grad_() for name, t in x.items()}
+    return with_grads(call(op, x, **kw), x.values())
 
 
 @pytest.mark.parametrize("with_state", [False, True])

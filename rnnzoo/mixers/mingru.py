@@ -45,8 +45,8 @@ def min_rnn(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor, mode: st
     """
     if mode == "sequential":
         h, hs = h0, []
-        for t in range(log_a.shape[1]):
-            h = log_a[:, t].exp() * h + log_b[:, t].exp()  # (B, H)
+        for log_a_t, log_b_t in zip(log_a.unbind(1), log_b.unbind(1)):
+            h = log_a_t.exp() * h + log_b_t.exp()  # (B, H)
             hs.append(h)
         return torch.stack(hs, dim=1), h
     log_u, _ = scan_log_space(log_a, log_b, mode="chunk", chunk_size=chunk_size)  # (B, T, H)

@@ -158,8 +158,11 @@ class MLSTM(Mixer):
         i_gate = torch.exp(i - m)[..., None]  # (B, H, 1), <= 1
         C = f_gate[..., None] * state.C + (i_gate * k)[..., :, None] * v[..., None, :]  # (B, H, D, D)
         n = f_gate * state.n + i_gate * k  # (B, H, D)
-        num = (q[..., :, None] * C).sum(-2)  # (B, H, D)
-        den = torch.maximum((q * n).sum(-1).abs(), torch.exp(-m)) + EPS  # (B, H)
+        # h = C^T q / (max(|n^T q|, exp(-m)) + EPS) with both sides times s = exp(min(m, 0)), as in the op:
+        # every factor stays <= 1, while exp(-m) alone overflows once m < -88 in float32
+        s = torch.exp(m.clamp(max=0))  # (B, H), <= 1
+        num = s[..., None] * (q[..., :, None] * C).sum(-2)  # (B, H, D)
+        den = torch.maximum(s * (q * n).sum(-1).abs(), torch.exp(-m.clamp(min=0))) + s * EPS  # (B, H)
         h = num / den[..., None]  # (B, H, D)
         return self._output(h, conv_out, z), MLSTMBlockState(C, n, m, window)
 

@@ -14,7 +14,8 @@ Cell = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 def scan_cell(cell: Cell, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
     """Equivalent to ``ys = []; for t: y, state = cell(x[:, t], state); ys.append(y)``, stacked on dim 1."""
     ys = []
-    for t in range(x.shape[1]):
-        y, state = cell(x[:, t], state)
+    # unbind, not x[:, t]: the backward of each index would write a full-size zero gradient, O(T^2) in all
+    for x_t in x.unbind(1):
+        y, state = cell(x_t, state)
         ys.append(y)
     return torch.stack(ys, dim=1), state

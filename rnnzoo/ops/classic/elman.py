@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from rnnzoo.errors import ConfigError
+from rnnzoo.ops.checks import check_choice
 from rnnzoo.ops.loop import scan_cell
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -25,14 +26,13 @@ def elman(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bia
           bias_hh: torch.Tensor | None = None, *, nonlinearity: str = "tanh",
           initial_state: torch.Tensor | None = None, mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Run an Elman RNN over ``x``; returns (y (B, T, H), h_T (B, H))."""
-    if nonlinearity not in ACTIVATIONS:
-        raise ConfigError(f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got {nonlinearity!r}")
+    check_choice("elman", "nonlinearity", nonlinearity, tuple(sorted(ACTIVATIONS)))
     B, H = x.shape[0], weight_hh.shape[0]
     h0 = x.new_zeros(B, H) if initial_state is None else initial_state
     if mode in ("auto", "fused"):
         return elman_fused(x, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity, h0)
     if mode != "reference":
-        raise ConfigError(f"mode must be 'auto', 'fused' or 'reference', got {mode!r}")
+        raise ConfigError(f"elman: mode must be 'auto', 'fused' or 'reference', got {mode!r}")
     xw = x @ weight_ih.T  # (B, T, H), hoisted out of the loop
     if bias_ih is not None:
         xw = xw + bias_ih

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from rnnzoo.errors import ConfigError
+from rnnzoo.ops.checks import check_choice
 from rnnzoo.ops.classic.elman import ACTIVATIONS
 from rnnzoo.ops.loop import scan_cell
 
@@ -33,10 +35,9 @@ def indrnn(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bi
            initial_state: torch.Tensor | None = None, mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Run an IndRNN over ``x``; returns (h (B, T, H), h_T (B, H)). ``mode`` 'auto' and 'reference' both run the
     loop: the input projection, the only matmul, is hoisted out of it, so each step is elementwise."""
-    if nonlinearity not in ACTIVATIONS:
-        raise ValueError(f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got {nonlinearity!r}")
+    check_choice("indrnn", "nonlinearity", nonlinearity, tuple(sorted(ACTIVATIONS)))
     if mode not in ("auto", "reference"):
-        raise ValueError(f"mode must be 'auto' or 'reference' (no fused IndRNN kernel), got {mode!r}")
+        raise ConfigError(f"indrnn: mode must be 'auto' or 'reference' (no fused IndRNN kernel), got {mode!r}")
     h0 = x.new_zeros(x.shape[0], weight_hh.shape[0]) if initial_state is None else initial_state
     u = clamp_recurrent(weight_hh, recurrent_max)  # (H,)
     xw = x @ weight_ih.T  # (B, T, H)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from rnnzoo.errors import ConfigError
+from rnnzoo.ops.checks import check_choice
 from rnnzoo.ops.classic.elman import ACTIVATIONS
 from rnnzoo.ops.loop import scan_cell
 
@@ -34,12 +36,10 @@ def jordan(x: torch.Tensor, weight_ih: torch.Tensor, weight_yh: torch.Tensor, we
            initial_state: torch.Tensor | None = None, mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Run a Jordan network over ``x``; returns (y (B, T, O), y_T (B, O)). ``initial_state`` is y_0 (zeros if
     None). ``mode`` 'auto' and 'reference' both run the loop."""
-    if nonlinearity not in ACTIVATIONS:
-        raise ValueError(f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got {nonlinearity!r}")
-    if output_activation not in OUTPUT_ACTIVATIONS:
-        raise ValueError(f"output_activation must be one of {sorted(OUTPUT_ACTIVATIONS)}, got {output_activation!r}")
+    check_choice("jordan", "nonlinearity", nonlinearity, tuple(sorted(ACTIVATIONS)))
+    check_choice("jordan", "output_activation", output_activation, tuple(sorted(OUTPUT_ACTIVATIONS)))
     if mode not in ("auto", "reference"):
-        raise ValueError(f"mode must be 'auto' or 'reference' (no fused Jordan kernel), got {mode!r}")
+        raise ConfigError(f"jordan: mode must be 'auto' or 'reference' (no fused Jordan kernel), got {mode!r}")
     y0 = x.new_zeros(x.shape[0], weight_hy.shape[0]) if initial_state is None else initial_state
     xw = x @ weight_ih.T  # (B, T, H), hoisted out of the loop
     if bias_h is not None:

@@ -19,65 +19,35 @@ from __future__ import annotations
 
 import torch
 
-from rnnzoo.errors import ConfigError, ShapeError
+from rnnzoo.errors import ShapeError
+from rnnzoo.ops.checks import (MODES, check_choice, check_chunk_size, check_log_decay, check_qkv, check_tensor,
+                               empty_output, start_state)
 from rnnzoo.ops.delta.chunk import delta_product_chunk, delta_rule_chunk
 from rnnzoo.ops.delta.naive import delta_product_recurrent, delta_rule_recurrent
 
 __all__ = ["delta_rule", "gated_delta_rule", "delta_product"]
 
-MODES = ("auto", "chunk", "recurrent")
-
-
-def check_tensor(op: str, name: str, x: object, shape: tuple[int, ...], layout: str, like: torch.Tensor) -> None:
-    """Raise a ShapeError unless ``x`` is a tensor of ``shape`` with the dtype and device of ``like``."""
-    if not isinstance(x, torch.Tensor):
-        raise ShapeError(f"{op}: {name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
-    if tuple(x.shape) != tuple(shape):
-        raise ShapeError(f"{op}: {name} must have shape {layout} = {tuple(shape)} to match q, k and v, "
-                         f"got {tuple(x.shape)}")
-    if x.dtype != like.dtype or x.device != like.device:
-        raise ShapeError(f"{op}: {name} is {x.dtype} on {x.device} but q is {like.dtype} on {like.device}; "
-                         "cast every input to one dtype and device")
-
 
 def check_inputs(op: str, q, k, v, beta, g, initial_state, mode, chunk_size, n_h: int | None = None) -> None:
     """Check every input of a delta-rule op; ``n_h`` is None for the per-token ops, else DeltaProduct's."""
-    if not isinstance(q, torch.Tensor) or q.dim() != 4:
-        got = f"{q.dim()} dims {tuple(q.shape)}" if isinstance(q, torch.Tensor) else type(q).__name__
-        raise ShapeError(f"{op}: q must have shape (B, T, H, K), got {got}")
-    if not q.is_floating_point():
-        raise ShapeError(f"{op}: q must be a floating tensor, got {q.dtype}")
-    B, T, H, K = q.shape
+    B, T, H, K, V = check_qkv(op, q, k, v, n_h=n_h)
     steps = (B, T, H) if n_h is None else (B, T, n_h, H)
-    axes = "(B, T, H" if n_h is None else "(B, T, n_h, H"
-    check_tensor(op, "k", k, (*steps, K), axes + ", K)", q)
-    if not isinstance(v, torch.Tensor) or v.dim() != len(steps) + 1:
-        got = f"{v.dim()} dims {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
-        raise ShapeError(f"{op}: v must have shape {axes}, V), got {got}")
-    V = v.shape[-1]
-    check_tensor(op, "v", v, (*steps, V), axes + ", V)", q)
-    check_tensor(op, "beta", beta, steps, axes + ")", q)
+    check_tensor(op, "beta", beta, steps, "(B, T, H)" if n_h is None else "(B, T, n_h, H)", q)
     if g is not None:
         check_tensor(op, "g", g, (B, T, H), "(B, T, H)", q)
-        if bool((g > 0).any()):
-            raise ConfigError(f"{op}: g is a log-decay and must be <= 0, got a maximum of {g.max().item():.4g}; "
-                              "pass e.g. -softplus(x) or logsigmoid(x)")
+        check_log_decay(op, "g", g)
     if initial_state is not None:
         check_tensor(op, "initial_state", initial_state, (B, H, K, V), "(B, H, K, V)", q)
-    if mode not in MODES:
-        raise ConfigError(f"{op}: mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
-        raise ConfigError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
+    check_choice(op, "mode", mode, MODES)
+    check_chunk_size(op, chunk_size)
 
 
 def dispatch(q, k, v, beta, g, scale, initial_state, mode, chunk_size, recurrent, chunk):
     """Shared tail of the three ops: default scale and state, the T = 0 case, dispatch on mode."""
-    B, T, H, K = q.shape
-    q = q * (K ** -0.5 if scale is None else scale)
-    if initial_state is None:
-        initial_state = q.new_zeros(B, H, K, v.shape[-1])
-    if T == 0:
-        return q.new_zeros(B, 0, H, v.shape[-1]), initial_state
+    q = q * (q.shape[-1] ** -0.5 if scale is None else scale)
+    initial_state = start_state(initial_state, q, v)
+    if q.shape[1] == 0:
+        return empty_output(q, v), initial_state
     if mode == "recurrent":
         return recurrent(q, k, v, beta, g, initial_state)
     return chunk(q, k, v, beta, g, initial_state, chunk_size)

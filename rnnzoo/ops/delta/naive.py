@@ -26,11 +26,12 @@ def delta_rule_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
     """S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, o_t = S_t^T q_t (g = None: no gate)."""
     S = initial_state
     outs = []
-    for t in range(q.shape[1]):
-        if g is not None:
-            S = g[:, t].exp()[..., None, None] * S
-        S = delta_step(S, k[:, t], v[:, t], beta[:, t])
-        outs.append(read(S, q[:, t]))
+    gs = [None] * q.shape[1] if g is None else g.unbind(1)
+    for q_t, k_t, v_t, beta_t, g_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unbind(1), gs):
+        if g_t is not None:
+            S = g_t.exp()[..., None, None] * S
+        S = delta_step(S, k_t, v_t, beta_t)
+        outs.append(read(S, q_t))
     return torch.stack(outs, dim=1), S
 
 
@@ -40,10 +41,11 @@ def delta_product_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     then o_t = S^T q_t. k (B, T, n_h, H, K), v (B, T, n_h, H, V), beta (B, T, n_h, H), g (B, T, H) or None."""
     S = initial_state
     outs = []
-    for t in range(q.shape[1]):
-        if g is not None:
-            S = g[:, t].exp()[..., None, None] * S
-        for j in range(k.shape[2]):
-            S = delta_step(S, k[:, t, j], v[:, t, j], beta[:, t, j])
-        outs.append(read(S, q[:, t]))
+    gs = [None] * q.shape[1] if g is None else g.unbind(1)
+    for q_t, k_t, v_t, beta_t, g_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unbind(1), gs):
+        if g_t is not None:
+            S = g_t.exp()[..., None, None] * S
+        for k_tj, v_tj, beta_tj in zip(k_t.unbind(1), v_t.unbind(1), beta_t.unbind(1)):
+            S = delta_step(S, k_tj, v_tj, beta_tj)
+        outs.append(read(S, q_t))
     return torch.stack(outs, dim=1), S

@@ -15,51 +15,30 @@ from __future__ import annotations
 
 import torch
 
-from rnnzoo.errors import ConfigError, ShapeError
+from rnnzoo.ops.checks import (MODES, check_choice, check_chunk_size, check_log_decay, check_qkv, check_tensor,
+                               empty_output, start_state)
 from rnnzoo.ops.linear_attention.chunk import chunk_gla, chunk_simple_gla
 from rnnzoo.ops.linear_attention.naive import recurrent_gla
 
-MODES = ("auto", "chunk", "recurrent")
 
-
-def check_args(owner: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None,
-               g_layout: str, initial_state: torch.Tensor | None, mode: str, chunk_size: int) -> None:
-    """Raise ShapeError / ConfigError naming the bad argument and the expected layout."""
-    if mode not in MODES:
-        raise ConfigError(f"{owner}: mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ConfigError(f"{owner}: chunk_size must be an int >= 1, got {chunk_size!r}")
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4:
-            raise ShapeError(f"{owner}: {name} must be a floating tensor of shape (B, T, H, D), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if q.shape != k.shape:
-        raise ShapeError(f"{owner}: q {tuple(q.shape)} and k {tuple(k.shape)} must have the same shape (B, T, H, K)")
-    if v.shape[:3] != q.shape[:3]:
-        raise ShapeError(f"{owner}: v {tuple(v.shape)} must share (B, T, H) = {tuple(q.shape[:3])} with q and k")
-    B, T, H, K = q.shape
+def check_args(owner: str, q, k, v, g, g_layout: str, initial_state, mode: str, chunk_size: int) -> None:
+    """Check q, k (B, T, H, K), v (B, T, H, V), the log-decay g <= 0 of ``g_layout`` ("" for none), the state
+    and the options."""
+    check_choice(owner, "mode", mode, MODES)
+    check_chunk_size(owner, chunk_size)
+    B, T, H, K, V = check_qkv(owner, q, k, v)
     if g_layout:
-        want = (B, T, H) if g_layout == "(B, T, H)" else (B, T, H, K)
-        if not isinstance(g, torch.Tensor) or tuple(g.shape) != want:
-            got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
-            raise ShapeError(f"{owner}: g must have shape {g_layout} = {want}, got {got}")
-        if (g > 0).any():
-            raise ConfigError(f"{owner}: g is a log-decay and must be <= 0 everywhere, got max {g.max().item():.3g}; "
-                              "pass e.g. g = -softplus(x) or logsigmoid(x)")
-    if initial_state is not None and tuple(initial_state.shape) != (B, H, K, v.shape[-1]):
-        raise ShapeError(f"{owner}: initial_state must have shape (B, H, K, V) = {(B, H, K, v.shape[-1])}, "
-                         f"got {tuple(initial_state.shape)}")
-    dtypes = {x.dtype for x in (q, k, v, g, initial_state) if isinstance(x, torch.Tensor)}
-    if len(dtypes) > 1:
-        raise ShapeError(f"{owner}: q, k, v, g and initial_state must share one dtype, got {sorted(map(str, dtypes))}")
+        check_tensor(owner, "g", g, (B, T, H) if g_layout == "(B, T, H)" else (B, T, H, K), g_layout, q)
+        check_log_decay(owner, "g", g)
+    if initial_state is not None:
+        check_tensor(owner, "initial_state", initial_state, (B, H, K, V), "(B, H, K, V)", q)
 
 
 def run(q, k, v, g, scale, initial_state, mode, chunk_size, chunk_fn):
     """Dispatch on mode after the checks; T = 0 returns the initial (or zero) state unchanged."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if q.shape[1] == 0:
-        S = q.new_zeros(q.shape[0], q.shape[2], q.shape[3], v.shape[-1]) if initial_state is None else initial_state
-        return v.new_zeros(v.shape), S
+        return empty_output(q, v), start_state(initial_state, q, v)
     if mode == "recurrent":
         return recurrent_gla(q, k, v, g if g is None or g.dim() == 4 else g.unsqueeze(-1), scale, initial_state)
     return chunk_fn(q, k, v, g, scale, initial_state, chunk_size)

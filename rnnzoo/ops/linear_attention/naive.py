@@ -13,10 +13,11 @@ def recurrent_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Te
     """
     B, T, H, K = q.shape
     S = q.new_zeros(B, H, K, v.shape[-1]) if h0 is None else h0  # (B, H, K, V)
+    gs = [None] * T if g is None else g.unbind(1)
     out = []
-    for t in range(T):
-        if g is not None:
-            S = S * g[:, t].exp().unsqueeze(-1)  # (B, H, K, V)
-        S = S + k[:, t].unsqueeze(-1) * v[:, t].unsqueeze(-2)
-        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))  # (B, H, V)
+    for q_t, k_t, v_t, g_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), gs):
+        if g_t is not None:
+            S = S * g_t.exp().unsqueeze(-1)  # (B, H, K, V)
+        S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
+        out.append(torch.einsum("bhk,bhkv->bhv", q_t * scale, S))  # (B, H, V)
     return torch.stack(out, dim=1), S

@@ -24,57 +24,31 @@ import torch
 import torch.nn.functional as F
 
 from rnnzoo.errors import ConfigError, ShapeError
+from rnnzoo.ops.checks import MODES, check_choice, check_chunk_size, check_qkv, check_tensor
 from rnnzoo.ops.mlstm.chunk import mlstm_chunk
 from rnnzoo.ops.mlstm.naive import MLSTMState, mlstm_recurrent
 
 __all__ = ["mlstm", "MLSTMState"]
 
-MODES = ("auto", "chunk", "recurrent")
 FORGET = ("sigmoid", "exp")
-
-
-def check_tensor(name: str, x: object, shape: tuple[int, ...], layout: str, like: torch.Tensor) -> None:
-    """Raise a ShapeError unless ``x`` is a tensor of ``shape`` with the dtype and device of ``like``."""
-    if not isinstance(x, torch.Tensor):
-        raise ShapeError(f"mlstm: {name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
-    if tuple(x.shape) != tuple(shape):
-        raise ShapeError(f"mlstm: {name} must have shape {layout} = {tuple(shape)} to match q, k and v, "
-                         f"got {tuple(x.shape)}")
-    if x.dtype != like.dtype or x.device != like.device:
-        raise ShapeError(f"mlstm: {name} is {x.dtype} on {x.device} but q is {like.dtype} on {like.device}; "
-                         "cast every input to one dtype and device")
 
 
 def check_inputs(q, k, v, i, f, initial_state, mode, chunk_size, forget, eps) -> None:
     """Check every input of ``mlstm``."""
-    if not isinstance(q, torch.Tensor) or q.dim() != 4:
-        got = f"{q.dim()} dims {tuple(q.shape)}" if isinstance(q, torch.Tensor) else type(q).__name__
-        raise ShapeError(f"mlstm: q must have shape (B, T, H, K), got {got}")
-    if not q.is_floating_point():
-        raise ShapeError(f"mlstm: q must be a floating tensor, got {q.dtype}")
-    B, T, H, K = q.shape
-    check_tensor("k", k, (B, T, H, K), "(B, T, H, K)", q)
-    if not isinstance(v, torch.Tensor) or v.dim() != 4:
-        got = f"{v.dim()} dims {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
-        raise ShapeError(f"mlstm: v must have shape (B, T, H, V), got {got}")
-    V = v.shape[-1]
-    check_tensor("v", v, (B, T, H, V), "(B, T, H, V)", q)
-    check_tensor("i", i, (B, T, H), "(B, T, H)", q)
-    check_tensor("f", f, (B, T, H), "(B, T, H)", q)
+    B, T, H, K, V = check_qkv("mlstm", q, k, v)
+    check_tensor("mlstm", "i", i, (B, T, H), "(B, T, H)", q)
+    check_tensor("mlstm", "f", f, (B, T, H), "(B, T, H)", q)
     if initial_state is not None:
         if not isinstance(initial_state, tuple) or len(initial_state) != 3:
             raise ShapeError("mlstm: initial_state must be a tuple (C, n, m) such as MLSTMState, "
                              f"got {type(initial_state).__name__}")
         C, n, m = initial_state
-        check_tensor("initial_state.C", C, (B, H, K, V), "(B, H, K, V)", q)
-        check_tensor("initial_state.n", n, (B, H, K), "(B, H, K)", q)
-        check_tensor("initial_state.m", m, (B, H), "(B, H)", q)
-    if mode not in MODES:
-        raise ConfigError(f"mlstm: mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
-        raise ConfigError(f"mlstm: chunk_size must be a positive int, got {chunk_size!r}")
-    if forget not in FORGET:
-        raise ConfigError(f"mlstm: forget must be one of {FORGET}, got {forget!r}")
+        check_tensor("mlstm", "initial_state.C", C, (B, H, K, V), "(B, H, K, V)", q)
+        check_tensor("mlstm", "initial_state.n", n, (B, H, K), "(B, H, K)", q)
+        check_tensor("mlstm", "initial_state.m", m, (B, H), "(B, H)", q)
+    check_choice("mlstm", "mode", mode, MODES)
+    check_chunk_size("mlstm", chunk_size)
+    check_choice("mlstm", "forget", forget, FORGET)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
         raise ConfigError(f"mlstm: eps must be a number >= 0, got {eps!r}")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rnnzoo.ops.mlstm.naive import MLSTMState
+from rnnzoo.ops.mlstm.naive import MLSTMState, divide
 
 
 def to_chunks(x: torch.Tensor, C: int, value: float = 0.0) -> torch.Tensor:
@@ -39,7 +39,7 @@ def mlstm_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tens
                 state: MLSTMState, eps: float, chunk_size: int) -> tuple[torch.Tensor, MLSTMState]:
     """Chunk form of ``mlstm_recurrent``. The last chunk is padded with i = -inf and log f = 0: such a step
     leaves (C, n, m) unchanged, so the final state is exact."""
-    B, T, H, V = v.shape
+    T = v.shape[1]
     C = min(chunk_size, T)
     q, k, v = to_chunks(q, C), to_chunks(k, C), to_chunks(v, C)  # (N, B, H, C, K|V)
     i, log_f = to_chunks(i, C, float("-inf")), to_chunks(log_f, C)  # (N, B, H, C)
@@ -71,6 +71,6 @@ def mlstm_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tens
     A = (q @ k.transpose(-1, -2)) * P  # (N, B, H, C, C)
     num = w_old * (q @ C0) + w_new * (A @ v)  # (N, B, H, C, V)
     den = w_old[..., 0] * (q @ n0[..., None])[..., 0] + w_new[..., 0] * A.sum(-1)  # (N, B, H, C)
-    h = num / (torch.maximum(den.abs(), torch.exp(-m)) + eps)[..., None]  # (N, B, H, C, V)
-    o = h.permute(1, 0, 3, 2, 4).reshape(B, -1, H, V)[:, :T]  # (B, T, H, V)
+    h = divide(num, den, m, eps)  # (N, B, H, C, V)
+    o = h.permute(1, 0, 3, 2, 4).flatten(1, 2)[:, :T]  # (B, T, H, V); flatten, not reshape(B, -1): B may be 0
     return o, MLSTMState(Cs[-1], ns[-1], ms[-1])

@@ -19,11 +19,24 @@ class MLSTMState(NamedTuple):
     m: torch.Tensor
 
 
+def divide(num: torch.Tensor, den: torch.Tensor, m: torch.Tensor, eps: float) -> torch.Tensor:
+    """h = num / (max(|den|, exp(-m)) + eps) for num (..., V), den and m (...), computed as
+
+        h = s num / (max(s |den|, exp(-max(m, 0))) + s eps),  s = exp(min(m, 0))
+
+    the same quotient with numerator and denominator times s, but with no factor above 1: the floor exp(-m)
+    overflows to inf once m < -88 in float32 (-709 in float64), and its gradient is then 0 * inf = NaN. For m >= 0,
+    s = 1 and this is the formula as written, bit for bit; for m < 0, s num and s den are the reads of the true
+    memory exp(m) (C, n), against the paper's floor of 1."""
+    s = torch.exp(m.clamp(max=0))  # (...), <= 1
+    floor = torch.exp(-m.clamp(min=0))  # (...), <= 1
+    return s[..., None] * num / (torch.maximum(s * den.abs(), floor) + s * eps)[..., None]
+
+
 def read(C: torch.Tensor, n: torch.Tensor, m: torch.Tensor, q_t: torch.Tensor, eps: float) -> torch.Tensor:
     """h = C^T q / (max(|n^T q|, exp(-m)) + eps) for C (B, H, K, V), n (B, H, K), m (B, H), q_t (B, H, K)."""
     num = torch.einsum("bhk,bhkv->bhv", q_t, C)  # (B, H, V)
-    den = torch.maximum((q_t * n).sum(-1).abs(), torch.exp(-m))  # (B, H)
-    return num / (den[..., None] + eps)
+    return divide(num, (q_t * n).sum(-1), m, eps)  # (B, H, V)
 
 
 def mlstm_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, log_f: torch.Tensor,
@@ -33,12 +46,12 @@ def mlstm_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.
     h_t = C_t^T q_t / (max(|n_t^T q_t|, exp(-m_t)) + eps)."""
     C, n, m = state
     outs = []
-    for t in range(q.shape[1]):
-        m_new = torch.maximum(log_f[:, t] + m, i[:, t])  # (B, H)
-        i_t = torch.exp(i[:, t] - m_new)  # (B, H), <= 1
-        f_t = torch.exp(log_f[:, t] + m - m_new)  # (B, H), <= 1
-        C = f_t[..., None, None] * C + i_t[..., None, None] * k[:, t, :, :, None] * v[:, t, :, None, :]
-        n = f_t[..., None] * n + i_t[..., None] * k[:, t]
+    for q_t, k_t, v_t, i_t, log_f_t in zip(*(x.unbind(1) for x in (q, k, v, i, log_f))):
+        m_new = torch.maximum(log_f_t + m, i_t)  # (B, H)
+        i_gate = torch.exp(i_t - m_new)  # (B, H), i'_t <= 1
+        f_gate = torch.exp(log_f_t + m - m_new)  # (B, H), f'_t <= 1
+        C = f_gate[..., None, None] * C + i_gate[..., None, None] * k_t[:, :, :, None] * v_t[:, :, None, :]
+        n = f_gate[..., None] * n + i_gate[..., None] * k_t
         m = m_new
-        outs.append(read(C, n, m, q[:, t], eps))
+        outs.append(read(C, n, m, q_t, eps))
     return torch.stack(outs, dim=1), MLSTMState(C, n, m)

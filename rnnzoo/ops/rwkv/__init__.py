@@ -15,62 +15,24 @@ from __future__ import annotations
 
 import torch
 
-from rnnzoo.errors import ConfigError, ShapeError
+from rnnzoo.ops.checks import (MODES, check_choice, check_chunk_size, check_log_decay, check_qkv, check_tensor,
+                               empty_output, start_state)
 from rnnzoo.ops.rwkv.chunk import rwkv6_chunk, rwkv7_chunk
 from rnnzoo.ops.rwkv.naive import rwkv6_recurrent, rwkv7_recurrent
 
 __all__ = ["rwkv6", "rwkv7"]
 
-MODES = ("auto", "chunk", "recurrent")
 
-
-def check_tensor(op: str, name: str, x: object, shape: tuple[int, ...], layout: str, like: torch.Tensor) -> None:
-    """Raise a ShapeError unless ``x`` is a tensor of ``shape`` with the dtype and device of ``like``."""
-    if not isinstance(x, torch.Tensor):
-        raise ShapeError(f"{op}: {name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
-    if tuple(x.shape) != tuple(shape):
-        raise ShapeError(f"{op}: {name} must have shape {layout} = {tuple(shape)} to match r, got {tuple(x.shape)}")
-    if x.dtype != like.dtype or x.device != like.device:
-        raise ShapeError(f"{op}: {name} is {x.dtype} on {x.device} but r is {like.dtype} on {like.device}; "
-                         "cast every input to one dtype and device")
-
-
-def check_inputs(op: str, r, keyed: dict, v, extra: dict, initial_state, mode, chunk_size) -> None:
-    """Check r (B, T, H, K), the other (B, T, H, K) inputs in ``keyed`` (w among them), v (B, T, H, V), the
-    inputs in ``extra`` (name -> (tensor, shape, layout)), the state and the options."""
-    if not isinstance(r, torch.Tensor) or r.dim() != 4:
-        got = f"{r.dim()} dims {tuple(r.shape)}" if isinstance(r, torch.Tensor) else type(r).__name__
-        raise ShapeError(f"{op}: r must have shape (B, T, H, K), got {got}")
-    if not r.is_floating_point():
-        raise ShapeError(f"{op}: r must be a floating tensor, got {r.dtype}")
-    B, T, H, K = r.shape
-    for name, x in keyed.items():
-        check_tensor(op, name, x, (B, T, H, K), "(B, T, H, K)", r)
-    if not isinstance(v, torch.Tensor) or v.dim() != 4:
-        got = f"{v.dim()} dims {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
-        raise ShapeError(f"{op}: v must have shape (B, T, H, V), got {got}")
-    V = v.shape[-1]
-    check_tensor(op, "v", v, (B, T, H, V), "(B, T, H, V)", r)
-    for name, (x, shape, layout) in extra.items():
-        check_tensor(op, name, x, shape, layout, r)
-    w = keyed["w"]
-    if bool((w > 0).any()):
-        raise ConfigError(f"{op}: w is a log-decay and must be <= 0, got a maximum of {w.max().item():.4g}; "
-                          "pass e.g. -exp(x) or -softplus(x)")
+def check_inputs(op: str, r, k, v, w, initial_state, mode, chunk_size) -> tuple[int, int, int, int, int]:
+    """Check r, k, w <= 0 (B, T, H, K), v (B, T, H, V), the state and the options; return (B, T, H, K, V)."""
+    B, T, H, K, V = check_qkv(op, r, k, v, ref="r")
+    check_tensor(op, "w", w, (B, T, H, K), "(B, T, H, K)", r, ref="r")
+    check_log_decay(op, "w", w, fix="-exp(x) or -softplus(x)")
     if initial_state is not None:
-        check_tensor(op, "initial_state", initial_state, (B, H, K, V), "(B, H, K, V)", r)
-    if mode not in MODES:
-        raise ConfigError(f"{op}: mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
-        raise ConfigError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
-
-
-def start(r: torch.Tensor, v: torch.Tensor, scale: float, initial_state: torch.Tensor | None):
-    """Scaled r and the initial state (zeros when None)."""
-    B, T, H, K = r.shape
-    if initial_state is None:
-        initial_state = r.new_zeros(B, H, K, v.shape[-1])
-    return r * scale, initial_state
+        check_tensor(op, "initial_state", initial_state, (B, H, K, V), "(B, H, K, V)", r, ref="r")
+    check_choice(op, "mode", mode, MODES)
+    check_chunk_size(op, chunk_size)
+    return B, T, H, K, V
 
 
 def rwkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, scale: float = 1.0,
@@ -82,11 +44,11 @@ def rwkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u:
     r, k, w <= 0 (B, T, H, K), v (B, T, H, V), u (H, K), initial_state (B, H, K, V) or None (zeros).
     Returns o (B, T, H, V) and the final state (B, H, K, V).
     """
-    H_K = tuple(r.shape[2:]) if isinstance(r, torch.Tensor) and r.dim() == 4 else ()
-    check_inputs("rwkv6", r, {"k": k, "w": w}, v, {"u": (u, H_K, "(H, K)")}, initial_state, mode, chunk_size)
-    r, S0 = start(r, v, scale, initial_state)
-    if r.shape[1] == 0:
-        return r.new_zeros(*r.shape[:3], v.shape[-1]), S0
+    B, T, H, K, V = check_inputs("rwkv6", r, k, v, w, initial_state, mode, chunk_size)
+    check_tensor("rwkv6", "u", u, (H, K), "(H, K)", r, ref="r")
+    r, S0 = r * scale, start_state(initial_state, r, v)
+    if T == 0:
+        return empty_output(r, v), S0
     if mode == "recurrent":
         return rwkv6_recurrent(r, k, v, w, u, S0)
     return rwkv6_chunk(r, k, v, w, u, S0, chunk_size)
@@ -105,10 +67,12 @@ def rwkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a:
     r, w <= 0, k, a, b (B, T, H, K), v (B, T, H, V), initial_state (B, H, K, V) or None (zeros).
     Returns o (B, T, H, V) and the final state (B, H, K, V).
     """
-    check_inputs("rwkv7", r, {"w": w, "k": k, "a": a, "b": b}, v, {}, initial_state, mode, chunk_size)
-    r, S0 = start(r, v, scale, initial_state)
-    if r.shape[1] == 0:
-        return r.new_zeros(*r.shape[:3], v.shape[-1]), S0
+    B, T, H, K, V = check_inputs("rwkv7", r, k, v, w, initial_state, mode, chunk_size)
+    for name, x in (("a", a), ("b", b)):
+        check_tensor("rwkv7", name, x, (B, T, H, K), "(B, T, H, K)", r, ref="r")
+    r, S0 = r * scale, start_state(initial_state, r, v)
+    if T == 0:
+        return empty_output(r, v), S0
     if mode == "recurrent":
         return rwkv7_recurrent(r, w, k, v, a, b, S0)
     return rwkv7_chunk(r, w, k, v, a, b, S0, chunk_size)

@@ -18,10 +18,10 @@ def rwkv6_recurrent(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.
     """o_t = (S_{t-1} + diag(u) k_t v_t^T)^T r_t, then S_t = diag(exp(w_t)) S_{t-1} + k_t v_t^T."""
     S = initial_state
     outs = []
-    for t in range(r.shape[1]):
-        kv = k[:, t, :, :, None] * v[:, t, :, None, :]  # (B, H, K, V)
-        outs.append(read(S + u[:, :, None] * kv, r[:, t]))
-        S = w[:, t].exp()[..., None] * S + kv
+    for r_t, k_t, v_t, w_t in zip(r.unbind(1), k.unbind(1), v.unbind(1), w.unbind(1)):
+        kv = k_t[:, :, :, None] * v_t[:, :, None, :]  # (B, H, K, V)
+        outs.append(read(S + u[:, :, None] * kv, r_t))
+        S = w_t.exp()[..., None] * S + kv
     return torch.stack(outs, dim=1), S
 
 
@@ -30,9 +30,9 @@ def rwkv7_recurrent(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.
     """S_t = (diag(exp(w_t)) + b_t a_t^T) S_{t-1} + k_t v_t^T, then o_t = S_t^T r_t."""
     S = initial_state
     outs = []
-    for t in range(r.shape[1]):
-        aS = torch.einsum("bhk,bhkv->bhv", a[:, t], S)  # (B, H, V), a^T S
-        S = (w[:, t].exp()[..., None] * S + b[:, t, :, :, None] * aS[:, :, None, :]
-             + k[:, t, :, :, None] * v[:, t, :, None, :])
-        outs.append(read(S, r[:, t]))
+    for r_t, w_t, k_t, v_t, a_t, b_t in zip(*(x.unbind(1) for x in (r, w, k, v, a, b))):
+        aS = torch.einsum("bhk,bhkv->bhv", a_t, S)  # (B, H, V), a^T S
+        S = (w_t.exp()[..., None] * S + b_t[:, :, :, None] * aS[:, :, None, :]
+             + k_t[:, :, :, None] * v_t[:, :, None, :])
+        outs.append(read(S, r_t))
     return torch.stack(outs, dim=1), S

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import torch
 
-from rnnzoo.errors import ConfigError, ShapeError
+from rnnzoo.errors import ShapeError
+from rnnzoo.ops.checks import MODES, check_choice, check_chunk_size, check_tensor
 from rnnzoo.ops.scan.naive import scan_log_space_naive, scan_naive
 from rnnzoo.ops.scan.parallel import scan_chunked, scan_log_space_chunked
-
-MODES = ("auto", "chunk", "recurrent")
 
 
 def check_scan_args(owner: str, a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None,
                     mode: str, chunk_size: int, names: tuple[str, str]) -> None:
-    if mode not in MODES:
-        raise ConfigError(f"{owner}: mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ConfigError(f"{owner}: chunk_size must be an int >= 1, got {chunk_size!r}")
+    """Check a and b (B, T, ...) of one shape and floating dtype, the state (B, ...) and the options."""
+    check_choice(owner, "mode", mode, MODES)
+    check_chunk_size(owner, chunk_size)
     for name, x in zip(names, (a, b)):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
             raise ShapeError(f"{owner}: {name} must be a floating tensor of shape (B, T, ...), got "
@@ -28,13 +26,9 @@ def check_scan_args(owner: str, a: torch.Tensor, b: torch.Tensor, initial_state:
     if a.shape != b.shape:
         raise ShapeError(f"{owner}: {names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} must have the "
                          "same shape (B, T, ...); expand one of them first")
-    state_shape = (a.shape[0], *a.shape[2:])
-    if initial_state is not None and tuple(initial_state.shape) != state_shape:
-        raise ShapeError(f"{owner}: initial_state must have shape (B, ...) = {state_shape}, "
-                         f"got {tuple(initial_state.shape)}")
-    if a.dtype != b.dtype or (initial_state is not None and initial_state.dtype != a.dtype):
-        raise ShapeError(f"{owner}: {names[0]}, {names[1]} and initial_state must share one dtype, got "
-                         f"{a.dtype}, {b.dtype}, {None if initial_state is None else initial_state.dtype}")
+    check_tensor(owner, names[1], b, a.shape, "(B, T, ...)", a, ref=names[0])  # b's dtype and device
+    if initial_state is not None:
+        check_tensor(owner, "initial_state", initial_state, (a.shape[0], *a.shape[2:]), "(B, ...)", a, ref=names[0])
 
 
 def scan(a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None = None, mode: str = "auto",

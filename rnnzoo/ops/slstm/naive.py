@@ -29,7 +29,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from rnnzoo.errors import ConfigError, ShapeError
+from rnnzoo.errors import ShapeError
+from rnnzoo.ops.checks import check_choice
 from rnnzoo.ops.loop import scan_cell
 
 FORGET = ("sigmoid", "exp")
@@ -75,8 +76,7 @@ def slstm(i: torch.Tensor, f: torch.Tensor, z: torch.Tensor, o: torch.Tensor, R:
     if not isinstance(R, torch.Tensor) or R.shape != (4, H, D, D):
         raise ShapeError(f"slstm: R must have shape (4, H, D, D) = {(4, H, D, D)} (gates i, f, z, o), "
                          f"got {getattr(R, 'shape', type(R).__name__)}")
-    if forget not in FORGET:
-        raise ConfigError(f"slstm: forget must be one of {FORGET}, got {forget!r}")
+    check_choice("slstm", "forget", forget, FORGET)
     if initial_state is None:
         initial_state = SLSTMState(*(i.new_zeros(B, H, D) for _ in range(4)))
     else:
