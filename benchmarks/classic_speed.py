@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, time_it, write_results  # noqa: E402
+from common import markdown_table, time_interleaved, time_it, write_results  # noqa: E402
 
 import rnnzoo  # noqa: E402
 from rnnzoo.convert import from_torch  # noqa: E402
@@ -25,12 +25,12 @@ from rnnzoo.models import LanguageModel  # noqa: E402
 TORCH_PEERS = {"elman": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
-def train_step_time(module: nn.Module, x: torch.Tensor, repeats: int) -> dict:
+def train_step(module: nn.Module, x: torch.Tensor):
     def run():
         module.zero_grad(set_to_none=True)
         y = module(x)[0]
         y.float().pow(2).mean().backward()
-    return time_it(run, repeats=repeats)
+    return run
 
 
 def throughput_rows(B: int, T: int, d: int, repeats: int) -> list[dict]:
@@ -40,19 +40,21 @@ def throughput_rows(B: int, T: int, d: int, repeats: int) -> list[dict]:
     for name in ("elman", "lstm", "gru", "jordan", "indrnn"):
         if name in TORCH_PEERS:
             peer = TORCH_PEERS[name](d, d, batch_first=True)
-            t_peer = train_step_time(peer, x, repeats)
-            rows.append({"mixer": name, "impl": f"torch.nn.{TORCH_PEERS[name].__name__}", **t_peer})
-            ours = from_torch(peer).layers[0]
-            impls = (("fused", ours), ("reference", ours))
+            fused = from_torch(peer).layers[0]
+            reference = from_torch(peer).layers[0]
+            reference.mode = "reference"
+            # the peer and the fused path alternate within each repeat, so their ratio is fair
+            pair = time_interleaved({"peer": train_step(peer, x), "fused": train_step(fused, x)}, repeats)
+            rows.append({"mixer": name, "impl": f"torch.nn.{TORCH_PEERS[name].__name__}", **pair["peer"]})
+            rows.append({"mixer": name, "impl": "rnnzoo fused", **pair["fused"],
+                         "ratio_vs_torch": pair["peer"]["median_s"] / pair["fused"]["median_s"]})
+            rows.append({"mixer": name, "impl": "rnnzoo reference",
+                         **time_it(train_step(reference, x), repeats=max(1, repeats // 2))})
+            rows[-1]["ratio_vs_torch"] = pair["peer"]["median_s"] / rows[-1]["median_s"]
         else:
-            ours = rnnzoo.build_mixer(name, d)
-            impls = (("reference", ours),)
-        for mode, mixer in impls:
-            mixer.mode = mode
-            reps = repeats if mode != "reference" else max(1, repeats // 2)
-            rows.append({"mixer": name, "impl": f"rnnzoo {mode}", **train_step_time(mixer, x, reps)})
-            if name in TORCH_PEERS:
-                rows[-1]["ratio_vs_torch"] = t_peer["median_s"] / rows[-1]["median_s"]
+            mixer = rnnzoo.build_mixer(name, d, mode="reference")
+            rows.append({"mixer": name, "impl": "rnnzoo reference",
+                         **time_it(train_step(mixer, x), repeats=max(1, repeats // 2))})
     for r in rows:
         r["tokens_per_s"] = B * T / r["median_s"]
     return rows

@@ -74,6 +74,12 @@ def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "",
                 ax.plot(steps, bpc, color=f"C{i}", label=f"{label} {key.split('_')[0]}", **style)
     if reference_bpc is not None:
         ax.axhline(reference_bpc, color="gray", ls="--", lw=1, label="unigram entropy")
+    # A diverging step (a spike of 1e16) would flatten every curve: clip the axis to the validation points
+    # and each run's first training point, which bound the interesting range.
+    sane = [r[k] / math.log(2) for rows in runs.values() for i, r in enumerate(rows)
+            for k in ("val_loss", "train_loss") if r.get(k) is not None and (k == "val_loss" or i == 0)]
+    if sane:
+        ax.set_ylim(min(min(sane), reference_bpc or math.inf) * 0.95, max(sane) * 1.05)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (bits / char)")
     ax.set_title(title)
