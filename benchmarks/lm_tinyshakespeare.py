@@ -34,13 +34,17 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespear
 
 # d_model per mixer for ~1.05M recurrent parameters in two layers (4d^2+... per LSTM layer, 3 for GRU, ...).
 WIDTHS = {"lstm": 256, "gru": 296, "elman": 512, "jordan": 418, "indrnn": 724}
+# IndRNN's relu recurrence is unbounded: without |u| <= 1 it diverged to NaN in this benchmark (Li et al. 2018
+# constrain |u| the same way).
+MIXER_OPTIONS = {"indrnn": {"recurrent_max": 1.0}}
 COMMON = dict(n_layers=2, batch_size=32, seq_len=128, lr=3e-3, min_lr=1e-4, warmup_steps=100,
               weight_decay=0.01, grad_clip=1.0, dropout=0.1, eval_batches=20, log_every=25, save_every=0, seed=0)
 
 
 def config(mixer: str, steps: int, out_dir: str, eval_every: int, max_minutes: float | None = None) -> TrainConfig:
     return TrainConfig.from_dict(dict(COMMON, data=str(DATA), mixer=mixer, d_model=WIDTHS[mixer], steps=steps,
-                                      out_dir=out_dir, eval_every=eval_every, max_minutes=max_minutes))
+                                      out_dir=out_dir, eval_every=eval_every, max_minutes=max_minutes,
+                                      mixer_options=MIXER_OPTIONS.get(mixer, {})))
 
 
 def calibrate(mixer: str, out: Path) -> float:

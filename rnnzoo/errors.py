@@ -37,3 +37,7 @@ class DataError(RnnzooError, ValueError):
 
 class CheckpointError(RnnzooError, ValueError):
     """A checkpoint that is missing, corrupt or does not match the model."""
+
+
+class DivergedError(RnnzooError, RuntimeError):
+    """Training produced a non-finite loss."""

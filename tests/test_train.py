@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from rnnzoo.errors import CheckpointError, ConfigError, DataError
+from rnnzoo.errors import CheckpointError, ConfigError, DataError, DivergedError
 from rnnzoo.mixers.state import detach_state, flatten_state
 from rnnzoo.models.lm import LanguageModel
 from rnnzoo.tasks.text import StreamBatches
@@ -256,6 +256,21 @@ def test_time_budget_ends_the_run_after_a_step_and_resume_finishes_it_exactly(da
     monkeypatch.undo()
     assert_same_weights(train(TrainConfig(**TINY, data=data, out_dir=str(tmp_path)), resume=True,
                               progress=False).model, reference.model)
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
+    real = loop.train_step
+    calls = []
+
+    def nan_at_step_6(*args, **kwargs):
+        calls.append(1)
+        loss, grad_norm, carry = real(*args, **kwargs)
+        return (loss * float("nan") if len(calls) == 6 else loss), grad_norm, carry
+
+    monkeypatch.setattr(loop, "train_step", nan_at_step_6)
+    with pytest.raises(DivergedError, match="at step 6: the model diverged"):
+        train(TrainConfig(**TINY, data=data, out_dir=str(tmp_path)), progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint").trainer_state["step"] == 4  # save_every=4
 
 
 def test_a_model_learns_a_simple_text(tmp_path):

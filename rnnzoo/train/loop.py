@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from rnnzoo.errors import CheckpointError, ConfigError, DataError
+from rnnzoo.errors import CheckpointError, ConfigError, DataError, DivergedError
 from rnnzoo.mixers.state import detach_state, flatten_state, unflatten_state
 from rnnzoo.models.lm import LanguageModel
 from rnnzoo.tasks.text import CharVocab, StreamBatches, default_corpus, read_text, split_ids
@@ -152,6 +152,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, ove
             t0 = time.perf_counter()
             loss, grad_norm, carry = train_step(net, optimizer, x.to(ctx.device), y.to(ctx.device), carry, bptt,
                                                 cfg.grad_clip)
+            if any_rank(not math.isfinite(loss.item()), ctx):
+                raise DivergedError(
+                    f"the training loss became {loss.item()} at step {step + 1}: the model diverged, and this "
+                    f"step's update is not saved (the last checkpoint in {str(ckpt_dir)!r}, if any, is untouched). "
+                    f"Lower lr (now {lr:.3g}), turn on grad_clip, or bound the recurrence "
+                    "(e.g. indrnn's recurrent_max=1.0)")
             step += 1
             interval_loss += loss.item()
             elapsed = time.perf_counter() - t0
