@@ -52,10 +52,12 @@ def delta_rule_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
 
     S = initial_state  # (B, H, K, V)
     outs = []
-    for n in range(q.shape[0]):
-        u = u_base[n] - w[n] @ S  # (B, H, C, V)
-        outs.append(q_decayed[n] @ S + attn[n] @ u)
-        S = chunk_decay[n] * S + k_decayed[n].transpose(-1, -2) @ u
+    # unbind, not x[n]: the backward of each index would write a full-size zero gradient, O(N^2) in all
+    per_chunk = (x.unbind(0) for x in (u_base, w, q_decayed, attn, chunk_decay, k_decayed))
+    for u_base_n, w_n, q_n, attn_n, decay_n, k_n in zip(*per_chunk):
+        u = u_base_n - w_n @ S  # (B, H, C, V)
+        outs.append(q_n @ S + attn_n @ u)
+        S = decay_n * S + k_n.transpose(-1, -2) @ u
     o = torch.stack(outs, dim=0)  # (N, B, H, C, V)
     return o.permute(1, 0, 3, 2, 4).reshape(B, -1, H, V)[:, :T], S
 

@@ -37,11 +37,13 @@ def carry_states(decay: torch.Tensor | None, kv: torch.Tensor,
     """
     S = torch.zeros_like(kv[:, :, 0]) if h0 is None else h0  # (B, H, K, V)
     before = []
-    for j in range(kv.shape[2]):
+    # unbind, not x[:, :, j]: the backward of each index would write a full-size zero gradient, O(n^2) in all
+    decays = [None] * kv.shape[2] if decay is None else decay.unbind(2)
+    for decay_j, kv_j in zip(decays, kv.unbind(2)):
         before.append(S)
-        if decay is not None:
-            S = decay[:, :, j] * S
-        S = S + kv[:, :, j]
+        if decay_j is not None:
+            S = decay_j * S
+        S = S + kv_j
     return torch.stack(before, dim=2), S
 
 

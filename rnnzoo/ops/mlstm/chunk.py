@@ -56,12 +56,14 @@ def mlstm_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tens
     kn_intra = (k * w_last).sum(-2)  # (N, B, H, K)
 
     Cs, ns, ms = [state.C], [state.n], [state.m]
-    for c in range(q.shape[0]):
-        m_end = torch.maximum(b[c, ..., -1] + ms[-1], m_intra[c, ..., -1])  # (B, H)
-        old = torch.exp(b[c, ..., -1] + ms[-1] - m_end)  # (B, H), <= 1
-        new = torch.exp(m_intra[c, ..., -1] - m_end)  # (B, H), <= 1
-        Cs.append(old[..., None, None] * Cs[-1] + new[..., None, None] * kv_intra[c])
-        ns.append(old[..., None] * ns[-1] + new[..., None] * kn_intra[c])
+    # unbind, not x[c]: the backward of each index would write a full-size zero gradient, O(N^2) in all
+    per_chunk = (x.unbind(0) for x in (b[..., -1], m_intra[..., -1], kv_intra, kn_intra))
+    for b_c, m_intra_c, kv_c, kn_c in zip(*per_chunk):
+        m_end = torch.maximum(b_c + ms[-1], m_intra_c)  # (B, H)
+        old = torch.exp(b_c + ms[-1] - m_end)  # (B, H), <= 1
+        new = torch.exp(m_intra_c - m_end)  # (B, H), <= 1
+        Cs.append(old[..., None, None] * Cs[-1] + new[..., None, None] * kv_c)
+        ns.append(old[..., None] * ns[-1] + new[..., None] * kn_c)
         ms.append(m_end)
     C0, n0, m0 = torch.stack(Cs[:-1]), torch.stack(ns[:-1]), torch.stack(ms[:-1])  # start state of each chunk
 

@@ -101,9 +101,10 @@ def rwkv6_chunk(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tens
 
     S = initial_state  # (B, H, K, V)
     outs = []
-    for n in range(r.shape[0]):
-        outs.append(o_intra[n] + r_decayed[n] @ S)
-        S = chunk_decay[n] * S + kv[n]
+    # unbind, not x[n]: the backward of each index would write a full-size zero gradient, O(N^2) in all
+    for o_n, r_n, decay_n, kv_n in zip(*(x.unbind(0) for x in (o_intra, r_decayed, chunk_decay, kv))):
+        outs.append(o_n + r_n @ S)
+        S = decay_n * S + kv_n
     return from_chunks(torch.stack(outs), T), S
 
 
@@ -136,7 +137,8 @@ def rwkv7_chunk(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
     S = initial_state  # (B, H, K, V)
     outs = []
-    for n in range(r.shape[0]):
-        outs.append(o_base[n] + r_S0[n] @ S)
-        S = chunk_map[n] @ S + kv[n]
+    # unbind, not x[n]: the backward of each index would write a full-size zero gradient, O(N^2) in all
+    for o_n, r_n, map_n, kv_n in zip(*(x.unbind(0) for x in (o_base, r_S0, chunk_map, kv))):
+        outs.append(o_n + r_n @ S)
+        S = map_n @ S + kv_n
     return from_chunks(torch.stack(outs), T), S
