@@ -95,7 +95,8 @@ def main() -> None:
     plot = RESULTS_DIR / f"{name}.png"
     plot_curves({r["mixer"]: r["history"] for r in rows}, plot,
                 title=f"tinyshakespeare, {args.minutes:g} min per mixer")
-    path = write_results(name, {"config": dict(COMMON, minutes=args.minutes, jobs=args.jobs, data=DATA.name),
+    path = write_results(name, {"config": dict(COMMON, minutes=args.minutes, jobs=args.jobs, data=DATA.name,
+                                               mixer_options=MIXER_OPTIONS),
                                 "runs": rows})
     print(markdown_table(
         ["mixer", "params", "threads", "steps", "train wall (s)", "tokens/s", "val nats/char", "val bits/char"],
