@@ -9,6 +9,7 @@ from torch import nn
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
 from rnnzoo.mixers.classic_init import init_classic
 from rnnzoo.mixers.registry import register_mixer
+from rnnzoo.ops.checks import CLASSIC_MODES
 from rnnzoo.ops.classic.gru import gru, gru_cell
 
 
@@ -31,7 +32,7 @@ class GRU(Mixer):
         hidden_size = d_model if hidden_size is None else hidden_size
         name = "gru"
         check_int(name, "hidden_size", hidden_size)
-        check_choice(name, "mode", mode, ("auto", "fused", "reference"))
+        check_choice(name, "mode", mode, CLASSIC_MODES)
         for opt in ("bias", "orthogonal_init", "project_output"):
             check_bool(name, opt, locals()[opt])
         needs_proj = project_output and hidden_size != d_model

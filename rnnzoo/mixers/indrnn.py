@@ -10,6 +10,7 @@ from rnnzoo.errors import ConfigError
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
 from rnnzoo.mixers.classic_init import init_classic
 from rnnzoo.mixers.registry import register_mixer
+from rnnzoo.ops.checks import LOOP_MODES
 from rnnzoo.ops.classic.indrnn import clamp_recurrent, indrnn, indrnn_cell
 
 
@@ -38,7 +39,7 @@ class IndRNN(Mixer):
         name = "indrnn"
         check_int(name, "hidden_size", hidden_size)
         check_choice(name, "nonlinearity", nonlinearity, ("relu", "tanh"))
-        check_choice(name, "mode", mode, ("auto", "reference"))
+        check_choice(name, "mode", mode, LOOP_MODES)
         check_bool(name, "bias", bias)
         check_bool(name, "project_output", project_output)
         if recurrent_max is not None and (isinstance(recurrent_max, bool) or not isinstance(recurrent_max, (int, float))

@@ -9,6 +9,7 @@ from torch import nn
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
 from rnnzoo.mixers.classic_init import init_classic
 from rnnzoo.mixers.registry import register_mixer
+from rnnzoo.ops.checks import LOOP_MODES
 from rnnzoo.ops.classic.jordan import OUTPUT_ACTIVATIONS, jordan, jordan_cell
 
 
@@ -36,7 +37,7 @@ class Jordan(Mixer):
         check_int(name, "hidden_size", hidden_size)
         check_choice(name, "nonlinearity", nonlinearity, ("tanh", "relu"))
         check_choice(name, "output_activation", output_activation, tuple(OUTPUT_ACTIVATIONS))
-        check_choice(name, "mode", mode, ("auto", "reference"))
+        check_choice(name, "mode", mode, LOOP_MODES)
         check_bool(name, "bias", bias)
         check_bool(name, "orthogonal_init", orthogonal_init)
         super().__init__(d_model)

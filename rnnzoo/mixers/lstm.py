@@ -11,6 +11,7 @@ from rnnzoo.errors import ConfigError
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
 from rnnzoo.mixers.classic_init import init_classic
 from rnnzoo.mixers.registry import register_mixer
+from rnnzoo.ops.checks import CLASSIC_MODES
 from rnnzoo.ops.classic.lstm import LN_EPS, LSTMLayerNorm, LSTMPeephole, lstm, lstm_cell, lstm_input
 
 
@@ -39,7 +40,7 @@ class LSTM(Mixer):
         name = "lstm"
         check_int(name, "hidden_size", hidden_size)
         check_int(name, "proj_size", proj_size, minimum=0)
-        check_choice(name, "mode", mode, ("auto", "fused", "reference"))
+        check_choice(name, "mode", mode, CLASSIC_MODES)
         for opt in ("peepholes", "layer_norm", "bias", "orthogonal_init", "project_output"):
             check_bool(name, opt, locals()[opt])
         if proj_size >= hidden_size:

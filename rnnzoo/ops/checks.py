@@ -12,6 +12,9 @@ import torch
 from rnnzoo.errors import ConfigError, ShapeError
 
 MODES = ("auto", "chunk", "recurrent")
+# The classic cells: torch's fused kernel or the loop; cells without a fused kernel only have the loop.
+CLASSIC_MODES = ("auto", "fused", "reference")
+LOOP_MODES = ("auto", "reference")
 
 
 def check_tensor(op: str, name: str, x: object, shape: tuple[int, ...], layout: str, like: torch.Tensor,

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnzoo.errors import ConfigError
-from rnnzoo.ops.checks import check_choice
+from rnnzoo.ops.checks import CLASSIC_MODES, check_choice
 from rnnzoo.ops.loop import scan_cell
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -29,10 +28,9 @@ def elman(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bia
     check_choice("elman", "nonlinearity", nonlinearity, tuple(sorted(ACTIVATIONS)))
     B, H = x.shape[0], weight_hh.shape[0]
     h0 = x.new_zeros(B, H) if initial_state is None else initial_state
-    if mode in ("auto", "fused"):
-        return elman_fused(x, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity, h0)
+    check_choice("elman", "mode", mode, CLASSIC_MODES)
     if mode != "reference":
-        raise ConfigError(f"elman: mode must be 'auto', 'fused' or 'reference', got {mode!r}")
+        return elman_fused(x, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity, h0)
     xw = x @ weight_ih.T  # (B, T, H), hoisted out of the loop
     if bias_ih is not None:
         xw = xw + bias_ih

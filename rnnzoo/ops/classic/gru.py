@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from rnnzoo.errors import ConfigError
+from rnnzoo.ops.checks import CLASSIC_MODES, check_choice
 from rnnzoo.ops.loop import scan_cell
 
 
@@ -36,8 +37,7 @@ def gru(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_
         bias_hh: torch.Tensor | None = None, *, initial_state: torch.Tensor | None = None,
         mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Run a GRU over ``x``; returns (y (B, T, H), h_T (B, H)). 'auto' and 'fused' take torch.gru."""
-    if mode not in ("auto", "fused", "reference"):
-        raise ConfigError(f"gru: mode must be 'auto', 'fused' or 'reference', got {mode!r}")
+    check_choice("gru", "mode", mode, CLASSIC_MODES)
     if (bias_ih is None) != (bias_hh is None):
         raise ConfigError("gru: pass both bias_ih and bias_hh, or neither")
     h0 = x.new_zeros(x.shape[0], weight_hh.shape[1]) if initial_state is None else initial_state

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnzoo.errors import ConfigError
-from rnnzoo.ops.checks import check_choice
+from rnnzoo.ops.checks import LOOP_MODES, check_choice
 from rnnzoo.ops.classic.elman import ACTIVATIONS
 from rnnzoo.ops.loop import scan_cell
 
@@ -36,8 +35,7 @@ def indrnn(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bi
     """Run an IndRNN over ``x``; returns (h (B, T, H), h_T (B, H)). ``mode`` 'auto' and 'reference' both run the
     loop: the input projection, the only matmul, is hoisted out of it, so each step is elementwise."""
     check_choice("indrnn", "nonlinearity", nonlinearity, tuple(sorted(ACTIVATIONS)))
-    if mode not in ("auto", "reference"):
-        raise ConfigError(f"indrnn: mode must be 'auto' or 'reference' (no fused IndRNN kernel), got {mode!r}")
+    check_choice("indrnn", "mode", mode, LOOP_MODES)
     h0 = x.new_zeros(x.shape[0], weight_hh.shape[0]) if initial_state is None else initial_state
     u = clamp_recurrent(weight_hh, recurrent_max)  # (H,)
     xw = x @ weight_ih.T  # (B, T, H)

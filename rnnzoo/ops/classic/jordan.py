@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnzoo.errors import ConfigError
-from rnnzoo.ops.checks import check_choice
+from rnnzoo.ops.checks import LOOP_MODES, check_choice
 from rnnzoo.ops.classic.elman import ACTIVATIONS
 from rnnzoo.ops.loop import scan_cell
 
@@ -38,8 +37,7 @@ def jordan(x: torch.Tensor, weight_ih: torch.Tensor, weight_yh: torch.Tensor, we
     None). ``mode`` 'auto' and 'reference' both run the loop."""
     check_choice("jordan", "nonlinearity", nonlinearity, tuple(sorted(ACTIVATIONS)))
     check_choice("jordan", "output_activation", output_activation, tuple(sorted(OUTPUT_ACTIVATIONS)))
-    if mode not in ("auto", "reference"):
-        raise ConfigError(f"jordan: mode must be 'auto' or 'reference' (no fused Jordan kernel), got {mode!r}")
+    check_choice("jordan", "mode", mode, LOOP_MODES)
     y0 = x.new_zeros(x.shape[0], weight_hy.shape[0]) if initial_state is None else initial_state
     xw = x @ weight_ih.T  # (B, T, H), hoisted out of the loop
     if bias_h is not None:

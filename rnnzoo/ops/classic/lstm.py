@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnzoo.errors import ConfigError
+from rnnzoo.ops.checks import CLASSIC_MODES, check_choice
 from rnnzoo.ops.loop import scan_cell
 
 LN_EPS = 1e-5
@@ -101,8 +102,7 @@ def lstm(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias
     ``mode='fused'`` is torch.lstm, the kernel behind torch.nn.LSTM, which has no peepholes or layer norm;
     ``mode='auto'`` takes it when it applies and the reference loop otherwise.
     """
-    if mode not in ("auto", "fused", "reference"):
-        raise ConfigError(f"lstm: mode must be 'auto', 'fused' or 'reference', got {mode!r}")
+    check_choice("lstm", "mode", mode, CLASSIC_MODES)
     if (bias_ih is None) != (bias_hh is None):
         raise ConfigError("lstm: pass both bias_ih and bias_hh, or neither")
     B, H = x.shape[0], weight_hh.shape[0] // 4
