@@ -7,6 +7,7 @@ torchrun (or with one process) every helper here does nothing, so the same code 
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -58,8 +59,17 @@ def init_distributed(device: str) -> DistContext:
     return DistContext(rank, world_size, device, owns_group)
 
 
-def shutdown(ctx: DistContext) -> None:
+def shutdown(ctx: DistContext, clean: bool) -> None:
+    """Leave the process group. ``clean``: every rank got here normally, so they can meet once more first.
+
+    DistributedDataParallel sits in reference cycles, so its reducer (which holds the group) outlives the
+    training function until the garbage collector runs, and gloo aborts the process when that happens after
+    the group is gone. Collecting first frees it while the group is still alive.
+    """
     if ctx.owns_group and dist.is_initialized():
+        if clean:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -73,11 +73,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, *, over
         raise ConfigError(f"train takes a TrainConfig, got {type(cfg).__name__}; build one with "
                           "TrainConfig(...) or TrainConfig.from_dict(...)")
     ctx = init_distributed(cfg.device)
+    clean = False
     try:
         with deterministic(ctx.device.type == "cpu"), StopRequest() as stop:
-            return _train(cfg, ctx, resume, progress, overwrite, stop)
+            result = _train(cfg, ctx, resume, progress, overwrite, stop)
+        clean = True
+        return result
     finally:
-        shutdown(ctx)
+        shutdown(ctx, clean)
 
 
 def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, overwrite: bool,
