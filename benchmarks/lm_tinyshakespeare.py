@@ -1,10 +1,11 @@
 """Character-level language modelling on tinyshakespeare under a fixed CPU time budget.
 
-    .venv/bin/python benchmarks/lm_tinyshakespeare.py                      # every classic mixer, 10 min each
-    .venv/bin/python benchmarks/lm_tinyshakespeare.py --jobs 2        # two mixers at a time, one core each
+    .venv/bin/python benchmarks/lm_tinyshakespeare.py                   # the classic mixers, 10 min each
+    .venv/bin/python benchmarks/lm_tinyshakespeare.py --group parallel --jobs 2 --tag parallel
+                                                                        # two at a time, one core each
     .venv/bin/python benchmarks/lm_tinyshakespeare.py --mixers lstm --minutes 2
 
-Each mixer gets a model of about the same parameter count (~1.1M), two layers, trained through the same
+Each mixer gets a model of about the same parameter count (~1.1M, see MODELS), two layers, trained through the same
 ``rnnzoo.train.train`` as ``rnnzoo train``. The number of steps (and so the learning-rate schedule) is set from
 a short timed calibration run so that training fits in the budget, and ``max_minutes`` stops it at the budget
 in any case; the reported wall time (final evaluation included) is measured.
@@ -32,19 +33,34 @@ from rnnzoo.train.loop import train  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
-# d_model per mixer for ~1.05M recurrent parameters in two layers (4d^2+... per LSTM layer, 3 for GRU, ...).
-WIDTHS = {"lstm": 256, "gru": 296, "elman": 512, "jordan": 418, "indrnn": 724}
-# IndRNN's relu recurrence is unbounded: without |u| <= 1 it diverged to NaN in this benchmark (Li et al. 2018
-# constrain |u| the same way).
-MIXER_OPTIONS = {"indrnn": {"recurrent_max": 1.0}}
+# Each mixer's model, sized for about 1.1M parameters in two layers. The classic family is stacked plainly
+# (char-rnn); the parallel-trainable family sits in pre-norm residual blocks with a 4x MLP, as in the papers'
+# language models, except the xLSTM blocks, which carry their own up-projection (mLSTM) or gated MLP (sLSTM).
+CLASSIC = dict(residual=False, mlp_ratio=0.0)
+BLOCK = dict(residual=True, mlp_ratio=4.0)
+XLSTM = dict(residual=True, mlp_ratio=0.0)
+MODELS = {
+    "lstm": dict(CLASSIC, d_model=256), "gru": dict(CLASSIC, d_model=296), "elman": dict(CLASSIC, d_model=512),
+    "jordan": dict(CLASSIC, d_model=418),
+    # IndRNN's relu recurrence is unbounded: without |u| <= 1 it diverged to NaN in this benchmark (Li et al.
+    # 2018 constrain |u| the same way).
+    "indrnn": dict(CLASSIC, d_model=724, mixer_options={"recurrent_max": 1.0}),
+    "mingru": dict(BLOCK, d_model=224), "minlstm": dict(BLOCK, d_model=224),
+    "linear_attention": dict(BLOCK, d_model=192), "retnet": dict(BLOCK, d_model=176), "gla": dict(BLOCK, d_model=192),
+    "rwkv6": dict(BLOCK, d_model=192), "rwkv7": dict(BLOCK, d_model=192), "deltanet": dict(BLOCK, d_model=192),
+    "gated_deltanet": dict(BLOCK, d_model=192), "deltaproduct": dict(BLOCK, d_model=176),
+    "mlstm": dict(XLSTM, d_model=288), "slstm": dict(XLSTM, d_model=240),
+}
+GROUPS = {"classic": ["lstm", "gru", "elman", "jordan", "indrnn"],
+          "parallel": ["mingru", "minlstm", "linear_attention", "retnet", "gla", "rwkv6", "rwkv7", "deltanet",
+                       "gated_deltanet", "deltaproduct", "mlstm", "slstm"]}
 COMMON = dict(n_layers=2, batch_size=32, seq_len=128, lr=3e-3, min_lr=1e-4, warmup_steps=100,
               weight_decay=0.01, grad_clip=1.0, dropout=0.1, eval_batches=20, log_every=25, save_every=0, seed=0)
 
 
 def config(mixer: str, steps: int, out_dir: str, eval_every: int, max_minutes: float | None = None) -> TrainConfig:
-    return TrainConfig.from_dict(dict(COMMON, data=str(DATA), mixer=mixer, d_model=WIDTHS[mixer], steps=steps,
-                                      out_dir=out_dir, eval_every=eval_every, max_minutes=max_minutes,
-                                      mixer_options=MIXER_OPTIONS.get(mixer, {})))
+    return TrainConfig.from_dict(dict(COMMON, **MODELS[mixer], data=str(DATA), mixer=mixer, steps=steps,
+                                      out_dir=out_dir, eval_every=eval_every, max_minutes=max_minutes))
 
 
 def calibrate(mixer: str, out: Path) -> float:
@@ -69,7 +85,7 @@ def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
     res = train(cfg, progress=False, overwrite=True)
     wall = time.perf_counter() - t0
     print(f"{mixer}: val {res.val_loss:.4f} nats/char after {res.steps} steps in {wall:.0f}s", flush=True)
-    return {"mixer": mixer, "d_model": WIDTHS[mixer], "params": res.params, "steps": res.steps,
+    return {"mixer": mixer, **MODELS[mixer], "params": res.params, "steps": res.steps,
             "tokens": res.steps * COMMON["batch_size"] * COMMON["seq_len"], "wall_s": wall,
             "tokens_per_s": res.tokens_per_s, "val_nats_per_char": res.val_loss,
             "val_bits_per_char": res.bits_per_char, "threads": threads,
@@ -78,25 +94,26 @@ def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mixers", nargs="+", default=list(WIDTHS))
+    ap.add_argument("--group", choices=list(GROUPS), default="classic", help="which mixers to train")
+    ap.add_argument("--mixers", nargs="+", choices=list(MODELS), help="these mixers instead of a group")
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per mixer")
     ap.add_argument("--jobs", type=int, default=1, help="mixers trained at once, each in its own process")
     ap.add_argument("--out", default="runs/lm_tinyshakespeare", help="run folders (checkpoints, metrics.csv)")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
+    mixers = args.mixers or GROUPS[args.group]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if args.jobs == 1:
-        rows = [run_one(m, args.minutes, threads, args.out) for m in args.mixers]
+        rows = [run_one(m, args.minutes, threads, args.out) for m in mixers]
     else:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(run_one, args.mixers, [args.minutes] * len(args.mixers),
-                                 [threads] * len(args.mixers), [args.out] * len(args.mixers)))
+            rows = list(pool.map(run_one, mixers, [args.minutes] * len(mixers), [threads] * len(mixers),
+                                 [args.out] * len(mixers)))
     name = "lm_tinyshakespeare" + (f"_{args.tag}" if args.tag else "")
     plot = RESULTS_DIR / f"{name}.png"
     plot_curves({r["mixer"]: r["history"] for r in rows}, plot,
                 title=f"tinyshakespeare, {args.minutes:g} min per mixer")
-    path = write_results(name, {"config": dict(COMMON, minutes=args.minutes, jobs=args.jobs, data=DATA.name,
-                                               mixer_options=MIXER_OPTIONS),
+    path = write_results(name, {"config": dict(COMMON, minutes=args.minutes, jobs=args.jobs, data=DATA.name),
                                 "runs": rows})
     print(markdown_table(
         ["mixer", "params", "threads", "steps", "train wall (s)", "tokens/s", "val nats/char", "val bits/char"],

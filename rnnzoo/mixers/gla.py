@@ -38,7 +38,7 @@ class GLA(Mixer):
 
     def __init__(self, d_model: int, n_heads: int | None = None, expand_k: float = 0.5, expand_v: float = 1.0,
                  gate_low_rank_dim: int = 16, gate_logit_normalizer: float = 16.0, mode: str = "chunk",
-                 chunk_size: int = 64):
+                 chunk_size: int = 32):
         name = "gla"
         H, K, V = check_heads(name, d_model, n_heads, expand_k, expand_v)
         check_int(name, "gate_low_rank_dim", gate_low_rank_dim)

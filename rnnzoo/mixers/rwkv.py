@@ -90,7 +90,7 @@ class RWKV6(Mixer):
 
     def __init__(self, d_model: int, n_heads: int | None = None, expand_k: float = 0.5, expand_v: float = 1.0,
                  mix_low_rank_dim: int = 32, decay_low_rank_dim: int = 64, mode: str = "chunk",
-                 chunk_size: int = 64):
+                 chunk_size: int = 32):
         name = "rwkv6"
         super().__init__(d_model)
         n_heads = resolve_heads(name, d_model, n_heads)
@@ -206,7 +206,7 @@ class RWKV7(Mixer):
 
     def __init__(self, d_model: int, n_heads: int | None = None, decay_low_rank_dim: int | None = None,
                  a_low_rank_dim: int | None = None, gate_low_rank_dim: int | None = None,
-                 allow_neg_eigval: bool = False, mode: str = "chunk", chunk_size: int = 64):
+                 allow_neg_eigval: bool = False, mode: str = "chunk", chunk_size: int = 32):
         name = "rwkv7"
         super().__init__(d_model)
         n_heads = resolve_heads(name, d_model, n_heads)

@@ -33,6 +33,7 @@ class TrainConfig:
     The learning rate warms up linearly over ``warmup_steps``, then follows a cosine from ``lr`` down to
     ``min_lr`` at ``decay_steps`` (default ``steps``). ``eval_every``/``save_every`` of 0 mean only at the end;
     ``eval_batches=None`` evaluates on the whole validation split. ``data=None`` is the default corpus.
+    ``mlp_ratio`` sizes the MLP of each residual block (``residual=True``; 0 drops it).
     ``max_minutes`` is a wall-clock budget for this invocation (evaluation included): when it runs out, the
     current step is the last one (evaluated and saved as usual) and ``--resume`` can continue later.
     """
@@ -43,6 +44,7 @@ class TrainConfig:
     d_model: int = 128
     n_layers: int = 1
     residual: bool = False
+    mlp_ratio: float = 4.0
     dropout: float = 0.0
     mixer_options: dict = field(default_factory=dict)
     steps: int = 1000
@@ -82,6 +84,8 @@ class TrainConfig:
         for key in ("warmup_steps", "eval_every", "save_every", "seed"):
             if getattr(self, key) < 0:
                 fail(key, "must be >= 0", f"set {key} to 0 or more")
+        if not self.mlp_ratio >= 0:
+            fail("mlp_ratio", "must be >= 0", "use e.g. mlp_ratio=4, or 0 for residual blocks without an MLP")
         if not 0 <= self.dropout < 1:
             fail("dropout", "must be in [0, 1)", "use e.g. dropout=0.1, or 0 for none")
         if self.max_minutes is not None and not self.max_minutes > 0:

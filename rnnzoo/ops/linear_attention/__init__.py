@@ -65,7 +65,7 @@ def simple_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tenso
 
 def gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float | None = None,
         initial_state: torch.Tensor | None = None, mode: str = "auto",
-        chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Gated linear attention (Yang et al. 2024): S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, g (B, T, H, K) <= 0."""
     check_args("gla", q, k, v, g, "(B, T, H, K)", initial_state, mode, chunk_size)
     return run(q, k, v, g, scale, initial_state, mode, chunk_size, chunk_gla)

@@ -37,7 +37,7 @@ def check_inputs(op: str, r, k, v, w, initial_state, mode, chunk_size) -> tuple[
 
 def rwkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, scale: float = 1.0,
           initial_state: torch.Tensor | None = None, mode: str = "auto",
-          chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+          chunk_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """RWKV-6: o_t = (S_{t-1} + diag(u) k_t v_t^T)^T (scale r_t), S_t = diag(exp(w_t)) S_{t-1} + k_t v_t^T.
 
     The state is read before this step's decay, and the current token enters only through the bonus u.
@@ -56,7 +56,7 @@ def rwkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u:
 
 def rwkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
           scale: float = 1.0, initial_state: torch.Tensor | None = None, mode: str = "auto",
-          chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+          chunk_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """RWKV-7 generalised delta rule: S_t = (diag(exp(w_t)) + b_t a_t^T) S_{t-1} + k_t v_t^T,
     o_t = S_t^T (scale r_t).
 

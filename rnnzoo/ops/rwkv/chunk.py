@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rnnzoo.ops.linear_attention.chunk import sub_chunk_size
+
 
 def to_chunks(x: torch.Tensor, C: int) -> torch.Tensor:
     """(B, T, H, D) -> (N, B, H, C, D), zero-padded at the end of time (a zero step is the identity)."""
@@ -26,11 +28,6 @@ def from_chunks(o: torch.Tensor, T: int) -> torch.Tensor:
     """(N, B, H, C, V) -> (B, T, H, V), dropping the padding."""
     N, B, H, C, V = o.shape
     return o.permute(1, 0, 3, 2, 4).reshape(B, N * C, H, V)[:, :T]
-
-
-def sub_chunk_size(C: int, largest: int = 16) -> int:
-    """The largest divisor of C that is at most ``largest``."""
-    return max(d for d in range(1, min(C, largest) + 1) if C % d == 0)
 
 
 def prefix_suffix(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
