@@ -99,10 +99,46 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"n_heads": 2, "block": "none", "forget": "exp"},
         {"n_heads": 1, "conv_size": 0},
     ],
+    "esn": [
+        {},
+        {"n_reservoir": 5, "leak": 0.3, "density": 1.0, "include_input": False, "seed": 3},
+        {"spectral_radius": 1.2, "bias_scaling": 0.0, "input_scaling": 0.5, "seed": 1},
+    ],
+    "lmu": [
+        {},
+        {"memory_size": 3, "theta": 4.0, "n_channels": 3, "hidden_size": 5, "act": "identity"},
+        {"memory_size": 4, "theta": 7.5, "act": "gelu", "mode": "recurrent"},
+    ],
+    "s4d": [
+        {"d_state": 4},
+        {"d_state": 6, "init": "inv", "discretization": "bilinear"},
+        {"d_state": 4, "mode": "recurrent"},
+    ],
+    "mamba": [
+        {"d_state": 4},
+        {"d_state": 3, "expand": 1, "dt_rank": 2, "d_conv": 2, "allow_neg_eigval": True, "chunk_size": 3},
+        {"d_state": 4, "mode": "recurrent"},
+    ],
+    "mamba2": [
+        {"d_state": 4, "head_dim": 4},
+        {"d_state": 3, "head_dim": 2, "n_groups": 2, "expand": 1, "chunk_size": 3},
+        {"d_state": 4, "head_dim": 4, "mode": "recurrent"},
+    ],
+    "paragru": [
+        {},
+        {"hidden_size": 5, "max_iters": 3, "tol": 1e-12},
+        {"mode": "sequential"},
+    ],
+    "paralstm": [
+        {},
+        {"hidden_size": 5, "max_iters": 3, "tol": 1e-12},
+        {"mode": "sequential"},
+    ],
 }
 
 # Values of a ``mode`` option that the suite compares with each other wherever a mixer accepts them.
-MODES = ("reference", "auto", "fused", "chunk", "chunkwise", "parallel", "sequential", "recurrent")
+MODES = ("reference", "auto", "fused", "chunk", "chunkwise", "parallel", "sequential", "recurrent", "conv",
+         "newton")
 
 
 def config_id(name: str, options: dict) -> str:

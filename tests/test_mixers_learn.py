@@ -20,6 +20,8 @@ CASES = [
     ("rwkv7", 1, {"residual": True, "n_heads": 2, "chunk_size": 16}, 0.25),
     ("mlstm", 2, {"residual": True, "n_heads": 2}, 0.25),
     ("slstm", 2, {"residual": True, "n_heads": 2}, 0.25),
+    ("mamba", 1, {"d_state": 8}, 0.25),
+    ("mamba2", 1, {"d_state": 8, "head_dim": 8}, 0.25),
 ]
 
 
