@@ -114,6 +114,11 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"d_state": 6, "init": "inv", "discretization": "bilinear"},
         {"d_state": 4, "mode": "recurrent"},
     ],
+    "memory_cache": [
+        {"inner_options": {"n_heads": 2}, "segment_len": 3, "max_segments": 2},
+        {"inner": "gru", "segment_len": 2, "max_segments": 3, "aggregation": "sparse", "top_k": 1, "d_r": 4},
+        {"inner": "deltanet", "inner_options": {"n_heads": 2, "mode": "recurrent"}, "segment_len": 5},
+    ],
     "mamba": [
         {"d_state": 4},
         {"d_state": 3, "expand": 1, "dt_rank": 2, "d_conv": 2, "allow_neg_eigval": True, "chunk_size": 3},
@@ -133,6 +138,21 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {},
         {"hidden_size": 5, "max_iters": 3, "tol": 1e-12},
         {"mode": "sequential"},
+    ],
+    "transformer": [
+        {"n_heads": 2},
+        {"n_heads": 2, "window": 3},
+        {"max_len": 16, "rotary": False},
+    ],
+    "lm2": [
+        {"n_slots": 4},
+        {"n_slots": 7, "d_mem": 5, "top_k": 3, "learn_memory": False},
+        {"n_slots": 3, "top_k": 3, "mode": "reference"},
+    ],
+    "titans": [
+        {"n_heads": 2},
+        {"n_heads": 2, "n_mem_layers": 3, "d_mem": 3, "chunk_size": 3},
+        {"n_mem_layers": 1, "use_short_conv": False, "chunk_size": 1, "mode": "recurrent"},
     ],
 }
 

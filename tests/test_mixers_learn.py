@@ -22,6 +22,8 @@ CASES = [
     ("slstm", 2, {"residual": True, "n_heads": 2}, 0.25),
     ("mamba", 1, {"d_state": 8}, 0.25),
     ("mamba2", 1, {"d_state": 8, "head_dim": 8}, 0.25),
+    ("paragru", 1, {}, 0.5),
+    ("paralstm", 1, {}, 0.5),
 ]
 
 

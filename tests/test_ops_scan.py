@@ -115,3 +115,5 @@ def test_bad_input_raises_a_named_error(f):
         f(a, b, mode="fast")
     with pytest.raises(ConfigError, match="chunk_size"):
         f(a, b, chunk_size=0)
+    with pytest.raises(ConfigError, match="chunk_size must be at least 2"):
+        f(a, b, chunk_size=1)

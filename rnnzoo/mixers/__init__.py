@@ -9,8 +9,12 @@ from rnnzoo.mixers import deltanet  # noqa: F401  (registers)
 from rnnzoo.mixers import rwkv  # noqa: F401  (registers)
 from rnnzoo.mixers import gla, linear_attention, mingru, retnet  # noqa: F401  (registers)
 from rnnzoo.mixers import xlstm  # noqa: F401  (registers)
+from rnnzoo.mixers import esn  # noqa: F401  (registers)
+from rnnzoo.mixers import lmu  # noqa: F401  (registers)
 from rnnzoo.mixers import s4d  # noqa: F401  (registers)
+from rnnzoo.mixers import pararnn  # noqa: F401  (registers)
 from rnnzoo.mixers import mamba  # noqa: F401  (registers)
+from rnnzoo.mixers import memory_cache  # noqa: F401  (registers)
 from rnnzoo.mixers.base import Mixer
 from rnnzoo.mixers.registry import available_mixers, build_mixer, describe_mixers, mixer_options, register_mixer
 from rnnzoo.mixers.state import detach_state, flatten_state, map_state, reset_state, select_state, unflatten_state

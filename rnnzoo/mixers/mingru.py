@@ -71,7 +71,7 @@ class MinRNN(Mixer):
     def __init__(self, d_model: int, expand: float, mode: str, chunk_size: int, name: str):
         H = check_expand(name, expand, d_model)
         check_choice(name, "mode", mode, MODES)
-        check_int(name, "chunk_size", chunk_size)
+        check_int(name, "chunk_size", chunk_size, minimum=2)
         super().__init__(d_model)
         self.hidden_size, self.mode, self.chunk_size = H, mode, chunk_size
         self.in_proj = nn.Linear(d_model, self.n_gates * H)

@@ -1,0 +1,170 @@
+"""Memory caching (Behrouz et al. 2026, "Memory Caching: RNNs with Growing Memory"): a recurrent mixer whose
+memory grows with the sequence, by keeping checkpoints of its state and letting later tokens read them.
+
+The sequence is cut into segments of ``segment_len`` tokens. The inner mixer runs over the whole sequence as
+usual (the online memory); at the end of each segment its state is cached, with a summary of the segment
+(the mean of W_r x over its tokens). A later token t reads every cached state i by taking one step of the inner
+mixer from that state, y_t^(i) = step(x_t, S^(i)) (for a linear-attention memory S^(i), that is S^(i)^T q_t
+plus the token's own write), and mixes them with its online output:
+
+    u_t = W_u x_t,   s_t^(i) = u_t . r^(i) / sqrt(d_r),   s_t^(on) = u_t . r_t^(on) / sqrt(d_r)
+    y_t = sum_i gamma_t^(i) y_t^(i) + gamma_t^(on) y_t^(on),   gamma_t = softmax(s_t)
+
+with r^(on)_t the mean of W_r x over the current segment up to t. ``aggregation="gated"`` mixes every cached
+state (the paper's gated residual memory, with the online memory as one more member); ``"sparse"`` keeps the
+``top_k`` best-scoring cached states per token (sparse selective caching). At most ``max_segments`` states are
+kept, the oldest dropped first, so the state has fixed shapes and a token costs O(max_segments) inner steps.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from rnnzoo.errors import ConfigError
+from rnnzoo.mixers.base import Mixer, check_choice, check_int
+from rnnzoo.mixers.registry import build_mixer, register_mixer
+from rnnzoo.mixers.state import flatten_state, unflatten_state
+
+AGGREGATIONS = ("gated", "sparse")
+
+
+class MemoryCacheState(NamedTuple):
+    inner: Any  # the inner mixer's online state
+    cache: tuple  # every tensor of the inner state, stacked over the slots: (B, max_segments, ...)
+    summary: torch.Tensor  # (B, max_segments, d_r), the mean of W_r x over each cached segment
+    n_cached: torch.Tensor  # (B,) long: segments cached so far (slot = n % max_segments)
+    seg_sum: torch.Tensor  # (B, d_r), sum of W_r x over the current segment
+    seg_pos: torch.Tensor  # (B,) long: tokens of the current segment seen so far
+
+
+@register_mixer("memory_cache", "Memory caching (Behrouz et al. 2026): cache any recurrent mixer's state every "
+                                "segment_len tokens; later tokens read the cache through a gated or sparse mix")
+class MemoryCache(Mixer):
+    """Any registered causal mixer with a cache of its past states (equations in the module docstring).
+
+    Options: ``inner`` (the mixer's name, default 'gla'), ``inner_options`` (a dict passed to it),
+    ``segment_len`` (64), ``max_segments`` (16), ``aggregation`` ('gated' or 'sparse'), ``top_k`` (sparse: the
+    number of cached states each token reads, default 2), ``d_r`` (the width of the router, default 64).
+    """
+
+    def __init__(self, d_model: int, inner: str = "gla", inner_options: dict | None = None, segment_len: int = 64,
+                 max_segments: int = 16, aggregation: str = "gated", top_k: int = 2, d_r: int = 64):
+        name = "memory_cache"
+        for opt, value in (("segment_len", segment_len), ("max_segments", max_segments), ("top_k", top_k),
+                           ("d_r", d_r)):
+            check_int(name, opt, value)
+        check_choice(name, "aggregation", aggregation, AGGREGATIONS)
+        if inner_options is not None and not isinstance(inner_options, dict):
+            raise ConfigError(f"{name}: inner_options must be a dict of the inner mixer's options, got "
+                              f"{inner_options!r}")
+        if inner == name:
+            raise ConfigError(f"{name}: the inner mixer cannot be memory_cache itself")
+        super().__init__(d_model)
+        self.mixer = build_mixer(inner, d_model, **(inner_options or {}))
+        if not self.mixer.causal:
+            raise ConfigError(f"{name}: the inner mixer {inner!r} is not causal; memory caching needs step()")
+        self.inner_name, self.segment_len, self.max_segments = inner, segment_len, max_segments
+        self.aggregation, self.top_k, self.d_r = aggregation, top_k, d_r
+        self.router_r = nn.Linear(d_model, d_r, bias=False)
+        self.router_u = nn.Linear(d_model, d_r, bias=False)
+
+    def init_state(self, batch_size, device=None, dtype=None) -> MemoryCacheState:
+        dtype = dtype or self.router_r.weight.dtype
+        inner = self.mixer.init_state(batch_size, device, dtype)
+        S = self.max_segments
+        cache = tuple(t.unsqueeze(1).expand(t.shape[0], S, *t.shape[1:]).contiguous() for t in flatten_state(inner))
+        return MemoryCacheState(inner, cache, torch.zeros(batch_size, S, self.d_r, device=device, dtype=dtype),
+                                torch.zeros(batch_size, dtype=torch.long, device=device),
+                                torch.zeros(batch_size, self.d_r, device=device, dtype=dtype),
+                                torch.zeros(batch_size, dtype=torch.long, device=device))
+
+    def _forward(self, x, state):
+        if bool((state.seg_pos != state.seg_pos[0]).any()):
+            # rows at different places in their segments (after ``lengths``): one token at a time
+            ys = []
+            for x_t in x.unbind(1):
+                y_t, state = self._step(x_t, state)
+                ys.append(y_t)
+            return torch.stack(ys, dim=1), state
+        ys, t, T = [], 0, x.shape[1]
+        while t < T:
+            n = min(T - t, self.segment_len - int(state.seg_pos[0]))
+            y, state = self._segment_piece(x[:, t:t + n], state)
+            ys.append(y)
+            t += n
+        return torch.cat(ys, dim=1), state
+
+    def _segment_piece(self, x, state):
+        """x (B, n, d) inside one segment (every row at the same place): the online pass, the cache reads, the mix,
+        and the hand-off to the cache when the piece ends the segment."""
+        B, n, _ = x.shape
+        y_on, inner = self.mixer(x, state.inner)  # (B, n, d)
+        r = self.router_r(x)  # (B, n, d_r)
+        seg_sum = state.seg_sum.unsqueeze(1) + r.cumsum(1)  # (B, n, d_r)
+        count = state.seg_pos[:, None] + torch.arange(1, n + 1, device=x.device)  # (B, n)
+        y_cached = self._read_cache(x, state)  # (B, S, n, d) or None when nothing is cached
+        y = self._mix(self.router_u(x), seg_sum / count.unsqueeze(-1).to(x.dtype), y_on, y_cached, state)
+        new = MemoryCacheState(inner, state.cache, state.summary, state.n_cached, seg_sum[:, -1], count[:, -1])
+        return y, self._commit(new, count[:, -1] == self.segment_len)
+
+    def _step(self, x_t, state):
+        """One token for rows anywhere in their segments: the piece logic above with n = 1, row by row."""
+        y_on, inner = self.mixer.step(x_t, state.inner)  # (B, d)
+        seg_sum = state.seg_sum + self.router_r(x_t)  # (B, d_r)
+        count = state.seg_pos + 1  # (B,)
+        y_cached = self._read_cache(x_t.unsqueeze(1), state)
+        y = self._mix(self.router_u(x_t).unsqueeze(1), (seg_sum / count.unsqueeze(-1).to(x_t.dtype)).unsqueeze(1),
+                      y_on.unsqueeze(1), y_cached, state)[:, 0]
+        new = MemoryCacheState(inner, state.cache, state.summary, state.n_cached, seg_sum, count)
+        return y, self._commit(new, count == self.segment_len)
+
+    def _read_cache(self, x, state):
+        """One inner step from every cached state for every token: (B, S, n, d), or None with an empty cache."""
+        if not bool((state.n_cached > 0).any()):
+            return None
+        B, n, d = x.shape
+        S = self.max_segments
+        rows = tuple(t.unsqueeze(2).expand(B, S, n, *t.shape[2:]).reshape(B * S * n, *t.shape[2:])
+                     for t in state.cache)
+        cached = unflatten_state(self.mixer.init_state(1, device="meta", dtype=x.dtype), list(rows))
+        xs = x.unsqueeze(1).expand(B, S, n, d).reshape(B * S * n, 1, d)
+        y, _ = self.mixer(xs, cached)  # (B*S*n, 1, d)
+        return y.reshape(B, S, n, d)
+
+    def _mix(self, u, r_on, y_on, y_cached, state):
+        """u, r_on (B, n, d_r), y_on (B, n, d), y_cached (B, S, n, d) or None -> y (B, n, d)."""
+        if y_cached is None:
+            return y_on
+        scale = 1 / math.sqrt(self.d_r)
+        s_on = (u * r_on).sum(-1, keepdim=True) * scale  # (B, n, 1)
+        s_cached = torch.einsum("bnr,bsr->bns", u, state.summary) * scale  # (B, n, S)
+        valid = torch.arange(self.max_segments, device=u.device) < state.n_cached[:, None]  # (B, S)
+        s_cached = s_cached.masked_fill(~valid[:, None, :], -torch.inf)
+        if self.aggregation == "sparse":
+            k = min(self.top_k, self.max_segments)
+            kth = s_cached.topk(k, dim=-1).values[..., -1:]  # (B, n, 1)
+            s_cached = s_cached.masked_fill(s_cached < kth, -torch.inf)
+        gamma = torch.softmax(torch.cat([s_on, s_cached], dim=-1), dim=-1)  # (B, n, 1 + S)
+        y = gamma[..., :1] * y_on + torch.einsum("bns,bsnd->bnd", gamma[..., 1:], y_cached)
+        return y
+
+    def _commit(self, state, ended):
+        """Rows whose segment ended (B,) bool: cache the online state and summary, start a new segment."""
+        if not bool(ended.any()):
+            return state
+        slot = torch.nn.functional.one_hot(state.n_cached % self.max_segments, self.max_segments).bool()
+        write = slot & ended[:, None]  # (B, S)
+        cache = tuple(torch.where(write.reshape(*write.shape, *([1] * (c.dim() - 2))), t.unsqueeze(1), c)
+                      for c, t in zip(state.cache, flatten_state(state.inner)))
+        summary = torch.where(write[..., None], (state.seg_sum / self.segment_len).unsqueeze(1), state.summary)
+        keep = ~ended[:, None]
+        return MemoryCacheState(state.inner, cache, summary, state.n_cached + ended.long(),
+                                torch.where(keep, state.seg_sum, torch.zeros_like(state.seg_sum)),
+                                torch.where(ended, torch.zeros_like(state.seg_pos), state.seg_pos))
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, inner={self.inner_name!r}, segment_len={self.segment_len}, "
+                f"max_segments={self.max_segments}, aggregation={self.aggregation!r}")
