@@ -24,6 +24,9 @@ CASES = [
     ("mamba2", 1, {"d_state": 8, "head_dim": 8}, 0.25),
     ("paragru", 1, {}, 0.5),
     ("paralstm", 1, {}, 0.5),
+    ("lm2", 1, {"residual": True, "n_slots": 8}, 0.25),
+    ("titans", 1, {"n_heads": 2}, 0.25),
+    ("transformer", 1, {"residual": True, "n_heads": 2}, 0.25),
 ]
 
 

@@ -17,10 +17,12 @@ def make_norm(kind: str, d: int) -> nn.Module:
 class ResidualBlock(Mixer):
     """h = x + drop(mixer(norm1(x))); y = h + drop(mlp(norm2(h))), mlp = Linear -> GELU -> Linear.
 
-    The state is the inner mixer's state. ``mlp_ratio=0`` drops the MLP half.
+    The state is the inner mixer's state. ``mlp_ratio=0`` drops the MLP half. ``mlp``, a position-wise module
+    (..., d) -> (..., d) such as a ProductKeyMemory, takes the place of the Linear -> GELU -> Linear.
     """
 
-    def __init__(self, mixer: Mixer, mlp_ratio: float = 4.0, dropout: float = 0.0, norm: str = "layernorm"):
+    def __init__(self, mixer: Mixer, mlp_ratio: float = 4.0, dropout: float = 0.0, norm: str = "layernorm",
+                 mlp: nn.Module | None = None):
         if mixer.d_out != mixer.d_model:
             raise ConfigError(f"ResidualBlock needs a mixer with d_out == d_model, got {mixer.d_out} != {mixer.d_model}")
         if mlp_ratio < 0:
@@ -32,8 +34,10 @@ class ResidualBlock(Mixer):
         self.norm1 = make_norm(norm, d)
         self.drop = nn.Dropout(dropout)
         hidden = int(round(mlp_ratio * d))
-        self.norm2 = make_norm(norm, d) if hidden else None
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d)) if hidden else None
+        if mlp is None and hidden:
+            mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        self.norm2 = make_norm(norm, d) if mlp is not None else None
+        self.mlp = mlp
 
     def init_state(self, batch_size, device=None, dtype=None):
         return self.mixer.init_state(batch_size, device, dtype)

@@ -6,7 +6,8 @@
 
 Layout: embedding (V, d) -> dropout -> Stack of n_layers mixers -> [final norm] -> dropout -> Linear (V).
 ``residual=False`` is the classic multi-layer RNN (char-rnn): mixers stacked plainly with dropout between
-them. ``residual=True`` wraps each mixer in a pre-norm residual block with an MLP and adds a final LayerNorm.
+them. ``residual=True`` wraps each mixer in a pre-norm residual block with an MLP and adds a final LayerNorm;
+the blocks listed in ``memory_layers`` have a product-key memory (``memory_options``) in place of the MLP.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnzoo.blocks import build_stack
+from rnnzoo.blocks.memory_layer import check_memory_layers
 from rnnzoo.errors import ConfigError, ShapeError
 
 
@@ -35,6 +37,8 @@ class LMConfig:
     mlp_ratio: float = 4.0
     tie_weights: bool = False
     mixer_options: dict = field(default_factory=dict)
+    memory_layers: list = field(default_factory=list)
+    memory_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         def fail(name, want):
@@ -59,6 +63,10 @@ class LMConfig:
         if clash:
             raise ConfigError(f"LMConfig.mixer_options holds {', '.join(clash)}, which are model settings; "
                               "set them as LMConfig fields instead")
+        if not isinstance(self.memory_options, dict):
+            fail("memory_options", "a dict of ProductKeyMemory options")
+        self.memory_layers = list(check_memory_layers(self.memory_layers, self.n_layers, self.residual,
+                                                      self.memory_options))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,13 +91,16 @@ class LanguageModel(nn.Module):
 
     def __init__(self, vocab_size: int, mixer: str = "lstm", d_model: int = 256, n_layers: int = 2, *,
                  residual: bool = False, dropout: float = 0.0, mlp_ratio: float = 4.0, tie_weights: bool = False,
+                 memory_layers: tuple[int, ...] | list[int] = (), memory_options: dict | None = None,
                  **mixer_options):
         super().__init__()
+        memory_options = {} if memory_options is None else memory_options
         self.config = LMConfig(vocab_size, mixer, d_model, n_layers, residual, dropout, mlp_ratio, tie_weights,
-                               dict(mixer_options))
+                               dict(mixer_options), memory_layers, memory_options)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.stack = build_stack(mixer, d_model, n_layers, residual=residual, dropout=dropout,
-                                 mlp_ratio=mlp_ratio, **mixer_options)
+                                 mlp_ratio=mlp_ratio, memory_layers=memory_layers, memory_options=memory_options,
+                                 **mixer_options)
         if not self.stack.causal:
             raise ConfigError(f"a language model needs a causal mixer, but {mixer!r} with {mixer_options} reads "
                               "the future; drop bidirectional=True")
@@ -106,7 +117,8 @@ class LanguageModel(nn.Module):
         if not isinstance(cfg, LMConfig):
             raise ConfigError(f"from_config takes an LMConfig or a dict, got {type(cfg).__name__}")
         return cls(cfg.vocab_size, cfg.mixer, cfg.d_model, cfg.n_layers, residual=cfg.residual,
-                   dropout=cfg.dropout, mlp_ratio=cfg.mlp_ratio, tie_weights=cfg.tie_weights, **cfg.mixer_options)
+                   dropout=cfg.dropout, mlp_ratio=cfg.mlp_ratio, tie_weights=cfg.tie_weights,
+                   memory_layers=cfg.memory_layers, memory_options=cfg.memory_options, **cfg.mixer_options)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None):
