@@ -150,9 +150,9 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"n_slots": 3, "top_k": 3, "mode": "reference"},
     ],
     "titans": [
-        {"n_heads": 2},
-        {"n_heads": 2, "n_mem_layers": 3, "d_mem": 3, "chunk_size": 3},
-        {"n_mem_layers": 1, "use_short_conv": False, "chunk_size": 1, "mode": "recurrent"},
+        {"n_heads": 2, "d_mem": 2},
+        {"n_heads": 2, "n_mem_layers": 3, "d_mem": 2, "chunk_size": 3},
+        {"n_heads": 2, "n_mem_layers": 1, "use_short_conv": False, "chunk_size": 1, "mode": "recurrent"},
     ],
 }
 
