@@ -25,6 +25,7 @@ CASES = [
     ("paragru", 1, {}, 0.5),
     ("paralstm", 1, {}, 0.5),
     ("lm2", 1, {"residual": True, "n_slots": 8}, 0.25),
+    ("titans", 1, {"n_heads": 2}, 0.25),
 ]
 
 
