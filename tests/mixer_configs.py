@@ -119,6 +119,10 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"inner": "gru", "segment_len": 2, "max_segments": 3, "aggregation": "sparse", "top_k": 1, "d_r": 4},
         {"inner": "deltanet", "inner_options": {"n_heads": 2, "mode": "recurrent"}, "segment_len": 5},
     ],
+    "rmt": [
+        {"n_layers": 1, "n_heads": 2, "n_mem": 2, "segment_len": 3},
+        {"n_layers": 2, "n_mem": 1, "segment_len": 2},
+    ],
     "mamba": [
         {"d_state": 4},
         {"d_state": 3, "expand": 1, "dt_rank": 2, "d_conv": 2, "allow_neg_eigval": True, "chunk_size": 3},
@@ -140,9 +144,14 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"mode": "sequential"},
     ],
     "transformer": [
-        {"n_heads": 2},
-        {"n_heads": 2, "window": 3},
+        {"n_heads": 2, "max_len": 16},
+        {"n_heads": 2, "window": 4},
         {"max_len": 16, "rotary": False},
+    ],
+    "hopfield": [
+        {"n_heads": 2, "max_len": 16},
+        {"n_heads": 2, "n_iter": 3, "window": 4},
+        {"n_iter": 1, "max_len": 16, "rotary": False},
     ],
     "lm2": [
         {"n_slots": 4},

@@ -26,6 +26,8 @@ CASES = [
     ("paralstm", 1, {}, 0.5),
     ("lm2", 1, {"residual": True, "n_slots": 8}, 0.25),
     ("titans", 1, {"n_heads": 2}, 0.25),
+    ("transformer", 1, {"residual": True, "n_heads": 2}, 0.25),
+    ("hopfield", 1, {"residual": True, "n_heads": 2}, 0.25),
 ]
 
 
