@@ -123,6 +123,10 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"n_layers": 1, "n_heads": 2, "n_mem": 2, "segment_len": 3},
         {"n_layers": 2, "n_mem": 1, "segment_len": 2},
     ],
+    "armt": [
+        {"n_layers": 1, "n_heads": 2, "n_mem": 2, "segment_len": 3, "d_key": 4, "nu": 3},
+        {"n_layers": 2, "n_mem": 1, "segment_len": 2, "d_key": 3, "nu": 2},
+    ],
     "mamba": [
         {"d_state": 4},
         {"d_state": 3, "expand": 1, "dt_rank": 2, "d_conv": 2, "allow_neg_eigval": True, "chunk_size": 3},

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rnnzoo.blocks.memory_layer import ProductKeyMemory, check_memory_layers
 from rnnzoo.blocks.residual import ResidualBlock, RMSNorm
+from rnnzoo.blocks.rmt import ARMTState, AssociativeRecurrentMemoryTransformer, RecurrentMemoryTransformer, RMTState
 from rnnzoo.blocks.stack import Stack, StackState
 from rnnzoo.mixers.bidirectional import Bidirectional, BidirectionalState
 from rnnzoo.mixers.registry import build_mixer
@@ -25,5 +26,6 @@ def build_stack(mixer: str, d_model: int, n_layers: int = 1, *, residual: bool =
     return Stack(layers, dropout=dropout)
 
 
-__all__ = ["Bidirectional", "BidirectionalState", "ProductKeyMemory", "ResidualBlock", "RMSNorm", "Stack",
+__all__ = ["ARMTState", "AssociativeRecurrentMemoryTransformer", "Bidirectional", "BidirectionalState",
+           "ProductKeyMemory", "RecurrentMemoryTransformer", "ResidualBlock", "RMSNorm", "RMTState", "Stack",
            "StackState", "build_stack"]

@@ -83,12 +83,7 @@ class MemoryCache(Mixer):
 
     def _forward(self, x, state):
         if bool((state.seg_pos != state.seg_pos[0]).any()):
-            # rows at different places in their segments (after ``lengths``): one token at a time
-            ys = []
-            for x_t in x.unbind(1):
-                y_t, state = self._step(x_t, state)
-                ys.append(y_t)
-            return torch.stack(ys, dim=1), state
+            return self._forward_by_steps(x, state)  # rows at different places in their segments
         ys, t, T = [], 0, x.shape[1]
         while t < T:
             n = min(T - t, self.segment_len - int(state.seg_pos[0]))
