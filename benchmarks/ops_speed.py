@@ -262,12 +262,16 @@ def stream_rows(d: int, prefixes: tuple[int, ...], chunk: int, cap: int, cap_lim
                 repeats: int) -> list[dict]:
     """For every registered mixer (batch 1): the state after each prefix, built by forward over random input in
     pieces of ``chunk`` tokens, then the latency of ``steps`` step() calls from it and its size in bytes. A
-    prefix beyond ``cap`` is cut to ``cap`` when the forward so far projects it past ``cap_limit_s``."""
+    prefix beyond ``cap`` is cut to ``cap`` when the forward so far projects it past ``cap_limit_s``. The
+    attention mixers' KV cache is allocated at full length up front, so their bytes are constant by
+    construction while their step time grows with the number of cached keys."""
     rows = []
     for name in available_mixers():
         torch.manual_seed(0)
+        # attention keeps every key: give its cache room for the longest prefix and the timed steps after it
+        options = {"max_len": max(prefixes) + steps + 1} if name in ("transformer", "hopfield") else {}
         try:
-            mixer = build_mixer(name, d).eval()
+            mixer = build_mixer(name, d, **options).eval()
         except RnnzooError as e:
             rows.append({"mixer": name, "skipped": f"build_mixer({name!r}, {d}) failed: {e}"})
             continue
@@ -299,6 +303,7 @@ def stream_rows(d: int, prefixes: tuple[int, ...], chunk: int, cap: int, cap_lim
                 break
         rows.append({"mixer": name, "forward_tokens_per_s": done / forward_s, "points": points,
                      "bytes_constant": len({p["state_bytes"] for p in points}) == 1})
+        print(f"stream {name}: " + ", ".join(f"T={p['reached_T']} {p['step_ms']:.2f} ms" for p in points), flush=True)
     return rows
 
 
@@ -386,26 +391,30 @@ def main() -> None:
     parts = (args.only,) if args.only else ("ops", "min", "stream")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     payload, seconds, start = {"config": {p: sizes[p] for p in parts}}, {}, time.perf_counter()
+    name = "ops_speed" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+
+    def finish(part: str, t0: float) -> Path:
+        """Record the part's time and rewrite the results file, so a long run stopped later keeps what it has."""
+        seconds[part] = time.perf_counter() - t0
+        return write_results(name, dict(payload, seconds=seconds))
+
     if "ops" in parts:
         t0 = time.perf_counter()
         mm = matmul_rate(sizes["ops"]["matmul_n"])
         cfg = {k: v for k, v in sizes["ops"].items() if k != "matmul_n"}
         payload["matmul"], payload["ops"] = mm, op_rows(**cfg)
         print_ops(payload["ops"], mm, sizes["ops"], args.quick)
-        seconds["ops"] = time.perf_counter() - t0
+        path = finish("ops", t0)
     if "min" in parts:
         t0 = time.perf_counter()
         payload["min"] = min_rows(**sizes["min"])
         print_min(payload["min"], sizes["min"])
-        seconds["min"] = time.perf_counter() - t0
+        path = finish("min", t0)
     if "stream" in parts:
         t0 = time.perf_counter()
         payload["stream"] = stream_rows(**sizes["stream"])
         print_stream(payload["stream"], sizes["stream"])
-        seconds["stream"] = time.perf_counter() - t0
-    payload["seconds"] = seconds
-    name = "ops_speed" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
-    path = write_results(name, payload)
+        path = finish("stream", t0)
     print(f"\n{', '.join(f'{p} {s:.0f} s' for p, s in seconds.items())}; total "
           f"{time.perf_counter() - start:.0f} s. results: {path}")
 

@@ -29,3 +29,28 @@ def with_grads(outputs, leaves):
     gen = torch.Generator().manual_seed(1)
     loss = sum((t * torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype)).sum() for t in outputs)
     return [*outputs, *torch.autograd.grad(loss, list(leaves))]
+
+
+REPEATED_TEXT = "the cat sat on the mat. " * 6
+
+
+def repeated_text_losses(model_for_vocab, steps: int = 30) -> list[float]:
+    """Train ``model_for_vocab(vocab_size)`` (a LanguageModel) with Adam on one sequence of REPEATED_TEXT (143
+    next-character targets); return the loss of every step."""
+    import torch.nn.functional as F
+
+    vocab = sorted(set(REPEATED_TEXT))
+    ids = torch.tensor([vocab.index(c) for c in REPEATED_TEXT])
+    inputs, targets = ids[None, :-1], ids[None, 1:]  # (1, 143)
+    torch.manual_seed(0)
+    model = model_for_vocab(len(vocab))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        logits, _ = model(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

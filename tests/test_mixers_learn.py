@@ -2,8 +2,7 @@
 on one sequence of 143 characters must cut the training loss to a quarter, or to a half for the plain linear
 recurrences (linear attention without decay, minGRU, minLSTM), which learn slowest."""
 import pytest
-import torch
-import torch.nn.functional as F
+from helpers import repeated_text_losses
 
 from rnnzoo.models import LanguageModel
 
@@ -33,19 +32,5 @@ CASES = [
 
 @pytest.mark.parametrize("name,n_layers,options,ratio", CASES, ids=[case[0] for case in CASES])
 def test_language_model_learns_a_repeated_text(name, n_layers, options, ratio):
-    text = "the cat sat on the mat. " * 6
-    vocab = sorted(set(text))
-    ids = torch.tensor([vocab.index(c) for c in text])
-    inputs, targets = ids[None, :-1], ids[None, 1:]  # (1, 143)
-    torch.manual_seed(0)
-    model = LanguageModel(len(vocab), name, 16, n_layers, **options)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(30):
-        logits, _ = model(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = repeated_text_losses(lambda vocab_size: LanguageModel(vocab_size, name, 16, n_layers, **options))
     assert losses[-1] < ratio * losses[0], f"the loss went from {losses[0]:.3f} to only {losses[-1]:.3f}"

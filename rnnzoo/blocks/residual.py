@@ -24,7 +24,8 @@ class ResidualBlock(Mixer):
     def __init__(self, mixer: Mixer, mlp_ratio: float = 4.0, dropout: float = 0.0, norm: str = "layernorm",
                  mlp: nn.Module | None = None):
         if mixer.d_out != mixer.d_model:
-            raise ConfigError(f"ResidualBlock needs a mixer with d_out == d_model, got {mixer.d_out} != {mixer.d_model}")
+            raise ConfigError(f"ResidualBlock needs a mixer with d_out == d_model, got {mixer.d_out} != "
+                              f"{mixer.d_model}")
         if mlp_ratio < 0:
             raise ConfigError(f"ResidualBlock: mlp_ratio must be >= 0, got {mlp_ratio!r}")
         d = mixer.d_model
