@@ -52,10 +52,23 @@ MODELS = {
     "rwkv6": dict(BLOCK, d_model=192), "rwkv7": dict(BLOCK, d_model=192), "deltanet": dict(BLOCK, d_model=192),
     "gated_deltanet": dict(BLOCK, d_model=192), "deltaproduct": dict(BLOCK, d_model=176),
     "mlstm": dict(XLSTM, d_model=288), "slstm": dict(XLSTM, d_model=240),
+    # Mamba blocks have no MLP (the block is the whole layer), as in the papers.
+    "s4d": dict(BLOCK, d_model=224), "mamba": dict(XLSTM, d_model=288), "mamba2": dict(XLSTM, d_model=288),
+    "paragru": dict(BLOCK, d_model=224), "paralstm": dict(BLOCK, d_model=224), "lmu": dict(BLOCK, d_model=192),
+    "esn": dict(BLOCK, d_model=192),
+    # The training loop carries the state from batch to batch, so attention needs a sliding window to keep
+    # its cache bounded; RMT/ARMT are one transformer block each (their own MLP), two of them.
+    "transformer": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
+    "hopfield": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
+    "lm2": dict(BLOCK, d_model=192), "titans": dict(BLOCK, d_model=192), "memory_cache": dict(BLOCK, d_model=192),
+    "rmt": dict(XLSTM, d_model=192, mixer_options={"backbone_layers": 1}),
+    "armt": dict(XLSTM, d_model=192, mixer_options={"backbone_layers": 1}),
 }
 GROUPS = {"classic": ["lstm", "gru", "elman", "jordan", "indrnn"],
           "parallel": ["mingru", "minlstm", "linear_attention", "retnet", "gla", "rwkv6", "rwkv7", "deltanet",
-                       "gated_deltanet", "deltaproduct", "mlstm", "slstm"]}
+                       "gated_deltanet", "deltaproduct", "mlstm", "slstm"],
+          "ssm": ["s4d", "mamba", "mamba2", "paragru", "paralstm", "lmu", "esn"],
+          "memory": ["transformer", "hopfield", "lm2", "titans", "memory_cache", "rmt", "armt"]}
 COMMON = dict(n_layers=2, batch_size=32, seq_len=128, lr=3e-3, min_lr=1e-4, warmup_steps=100,
               weight_decay=0.01, grad_clip=1.0, dropout=0.1, eval_batches=20, log_every=25, save_every=0, seed=0)
 

@@ -120,12 +120,12 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"inner": "deltanet", "inner_options": {"n_heads": 2, "mode": "recurrent"}, "segment_len": 5},
     ],
     "rmt": [
-        {"n_layers": 1, "n_heads": 2, "n_mem": 2, "segment_len": 3},
-        {"n_layers": 2, "n_mem": 1, "segment_len": 2},
+        {"backbone_layers": 1, "n_heads": 2, "n_mem": 2, "segment_len": 3},
+        {"backbone_layers": 2, "n_mem": 1, "segment_len": 2},
     ],
     "armt": [
-        {"n_layers": 1, "n_heads": 2, "n_mem": 2, "segment_len": 3, "d_key": 4, "nu": 3},
-        {"n_layers": 2, "n_mem": 1, "segment_len": 2, "d_key": 3, "nu": 2},
+        {"backbone_layers": 1, "n_heads": 2, "n_mem": 2, "segment_len": 3, "d_key": 4, "nu": 3},
+        {"backbone_layers": 2, "n_mem": 1, "segment_len": 2, "d_key": 3, "nu": 2},
     ],
     "mamba": [
         {"d_state": 4},

@@ -12,7 +12,7 @@ D, N_MEM, L = 8, 2, 3
 
 def make(name="rmt", **options):
     torch.manual_seed(0)
-    return build_mixer(name, D, n_layers=2, n_heads=2, n_mem=N_MEM, segment_len=L, **options).double()
+    return build_mixer(name, D, backbone_layers=2, n_heads=2, n_mem=N_MEM, segment_len=L, **options).double()
 
 
 def direct(rmt, x):
@@ -82,6 +82,7 @@ def test_learned_first_memory_trains():
     assert rmt.memory_init.grad is not None and rmt.memory_init.grad.abs().max() > 1e-8
 
 
+@torch.no_grad()
 def test_armt_writes_with_the_delta_rule():
     """One segment from an empty associative memory: the reads are zero, so each layer's input at the write tokens
     comes from the plain backbone; A and z must follow the delta rule over those tokens, row by row."""

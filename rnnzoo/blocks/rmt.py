@@ -28,23 +28,23 @@ class RMTState(NamedTuple):
 @register_mixer("rmt", "Recurrent Memory Transformer (Bulatov et al. 2022): a transformer over segments, memory "
                        "tokens carried from each segment's end to the next segment's start")
 class RecurrentMemoryTransformer(Mixer):
-    """A causal transformer backbone (``n_layers`` pre-norm blocks of attention and a 4x MLP) run over segments of
-    ``segment_len`` tokens. Segment s is read as [M_s | x_1 .. x_L | M_s]: the first copy of the memory (read
-    tokens) is attended by every token of the segment, the second copy (write tokens) comes after the segment and
-    attends to all of it, and the backbone's outputs there are the next memory, M_{s+1}. The first segment reads
-    learned memory embeddings. y_t is the backbone's output at token t.
+    """A causal transformer backbone (``backbone_layers`` pre-norm blocks of attention and a 4x MLP) run over
+    segments of ``segment_len`` tokens. Segment s is read as [M_s | x_1 .. x_L | M_s]: the first copy of the
+    memory (read tokens) is attended by every token of the segment, the second copy (write tokens) comes after
+    the segment and attends to all of it, and the backbone's outputs there are the next memory, M_{s+1}. The
+    first segment reads learned memory embeddings. y_t is the backbone's output at token t.
 
     The state holds the memory, the backbone's KV caches of the current segment and the place in it, so a
     sequence processed in pieces, or one token at a time, gives the outputs of one call. ``bptt_segments``: the
     memory handed on is detached after every that many segments (truncated backpropagation through segments;
-    None keeps the whole graph). Options: ``n_layers`` (2), ``n_heads``, ``n_mem`` (4), ``segment_len`` (64),
-    ``bptt_segments``.
+    None keeps the whole graph). Options: ``backbone_layers`` (2), ``n_heads``, ``n_mem`` (4), ``segment_len``
+    (64), ``bptt_segments``.
     """
 
-    def __init__(self, d_model: int, n_layers: int = 2, n_heads: int | None = None, n_mem: int = 4,
+    def __init__(self, d_model: int, backbone_layers: int = 2, n_heads: int | None = None, n_mem: int = 4,
                  segment_len: int = 64, bptt_segments: int | None = None):
         name = "rmt"
-        for opt, value in (("n_layers", n_layers), ("n_mem", n_mem), ("segment_len", segment_len)):
+        for opt, value in (("backbone_layers", backbone_layers), ("n_mem", n_mem), ("segment_len", segment_len)):
             check_int(name, opt, value)
         if bptt_segments is not None:
             check_int(name, "bptt_segments", bptt_segments)
@@ -52,7 +52,7 @@ class RecurrentMemoryTransformer(Mixer):
         self.n_mem, self.segment_len, self.bptt_segments = n_mem, segment_len, bptt_segments
         span = 2 * n_mem + segment_len  # read memory, the segment, write memory
         self.backbone = Stack([ResidualBlock(build_mixer("transformer", d_model, n_heads=n_heads, max_len=span))
-                               for _ in range(n_layers)])
+                               for _ in range(backbone_layers)])
         self.memory_init = nn.Parameter(torch.randn(n_mem, d_model) * d_model ** -0.5)
         self.norm = nn.LayerNorm(d_model)
 
@@ -136,8 +136,8 @@ class ARMTState(NamedTuple):
     backbone: StackState
     seg_pos: torch.Tensor  # (B,) long
     segments: torch.Tensor  # (B,) long
-    A: torch.Tensor  # (B, n_layers, F, d_model): each layer's associative memory, F = 2 d_key nu
-    z: torch.Tensor  # (B, n_layers, F): its normaliser
+    A: torch.Tensor  # (B, backbone_layers, F, d_model): each layer's associative memory, F = 2 d_key nu
+    z: torch.Tensor  # (B, backbone_layers, F): its normaliser
 
 
 def dpfp(x: torch.Tensor, nu: int) -> torch.Tensor:
@@ -170,17 +170,17 @@ class AssociativeRecurrentMemoryTransformer(RecurrentMemoryTransformer):
     # dividing two tiny numbers (with 1e-6 the outputs' derivatives reached ~1e6 and gradcheck failed)
     EPS = 1.0
 
-    def __init__(self, d_model: int, n_layers: int = 2, n_heads: int | None = None, n_mem: int = 4,
+    def __init__(self, d_model: int, backbone_layers: int = 2, n_heads: int | None = None, n_mem: int = 4,
                  segment_len: int = 64, bptt_segments: int | None = None, d_key: int = 16, nu: int = 3):
         check_int("armt", "d_key", d_key)
         check_int("armt", "nu", nu)
-        super().__init__(d_model, n_layers, n_heads, n_mem, segment_len, bptt_segments)
+        super().__init__(d_model, backbone_layers, n_heads, n_mem, segment_len, bptt_segments)
         self.d_key, self.nu = d_key, nu
         self.features = 2 * d_key * nu
-        self.q_proj = nn.ModuleList(nn.Linear(d_model, d_key, bias=False) for _ in range(n_layers))
-        self.k_proj = nn.ModuleList(nn.Linear(d_model, d_key, bias=False) for _ in range(n_layers))
-        self.v_proj = nn.ModuleList(nn.Linear(d_model, d_model, bias=False) for _ in range(n_layers))
-        self.b_proj = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(n_layers))
+        self.q_proj = nn.ModuleList(nn.Linear(d_model, d_key, bias=False) for _ in range(backbone_layers))
+        self.k_proj = nn.ModuleList(nn.Linear(d_model, d_key, bias=False) for _ in range(backbone_layers))
+        self.v_proj = nn.ModuleList(nn.Linear(d_model, d_model, bias=False) for _ in range(backbone_layers))
+        self.b_proj = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(backbone_layers))
 
     def init_state(self, batch_size, device=None, dtype=None) -> ARMTState:
         base = super().init_state(batch_size, device, dtype)
