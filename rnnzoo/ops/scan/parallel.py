@@ -6,46 +6,57 @@ divided by a cumulative product, so a long T neither overflows nor underflows.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
-def chunk_view(x: torch.Tensor, C: int, fill: float) -> torch.Tensor:
-    """(B, T, ...) -> (B, n, C, ...), padding the end of time with ``fill`` up to a multiple of C."""
+def chunk_view(x: torch.Tensor, C: int, fill: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) -> (B, n, C, ...), padding the end of time with copies of ``fill`` (a scalar, or one time
+    step's trailing shape, e.g. an identity matrix) up to a multiple of C."""
     pad = -x.shape[1] % C
     if pad:
-        x = torch.cat([x, x.new_full((x.shape[0], pad, *x.shape[2:]), fill)], dim=1)
+        x = torch.cat([x, fill.expand(x.shape[0], pad, *x.shape[2:])], dim=1)
     return x.reshape(x.shape[0], -1, C, *x.shape[2:])
 
 
-def shift(x: torch.Tensor, d: int, fill: float) -> torch.Tensor:
+def shift(x: torch.Tensor, d: int, fill: torch.Tensor) -> torch.Tensor:
     """x[:, :, t - d] along the in-chunk axis (dim 2), ``fill`` where t < d."""
-    head = x.new_full((*x.shape[:2], d, *x.shape[3:]), fill)
-    return torch.cat([head, x[:, :, :-d]], dim=2)
+    return torch.cat([fill.expand(*x.shape[:2], d, *x.shape[3:]), x[:, :, :-d]], dim=2)
 
 
-def scan_chunked(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,
-                 chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Any real a (negative and zero included): Hillis-Steele doubling on the pairs (A, B) inside each chunk.
+def doubling_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chunk_size: int, compose: Callable,
+                  apply: Callable, one: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """h_t = a_t h_{t-1} + b_t for any linear maps a_t: Hillis-Steele doubling on the pairs (A, B) inside each
+    chunk. ``compose(x, y)`` is the map x after y, ``apply(x, h)`` the map x applied to h; ``one`` and ``zero``
+    (one step's identity map and zero state) pad time. Elementwise maps use torch.mul for both; the 2x2 blocks
+    of rnnzoo.ops.pararnn use 2x2 products.
 
     The pair (A_t, B_t) maps h to A_t h + B_t; applying s then t gives (A_t A_s, A_t B_s + B_t). After
     log2(C) doublings, (A_t, B_t) maps the state before the chunk to h_t. Only products of true factors appear.
     """
     B, T = a.shape[:2]
-    A, Bt = chunk_view(a, chunk_size, 1.0), chunk_view(b, chunk_size, 0.0)  # (B, n, C, ...)
+    A, Bt = chunk_view(a, chunk_size, one), chunk_view(b, chunk_size, zero)  # (B, n, C, ...)
     d = 1
     while d < chunk_size:
-        Bt = Bt + A * shift(Bt, d, 0.0)
-        A = A * shift(A, d, 1.0)
+        Bt = Bt + apply(A, shift(Bt, d, zero))
+        A = compose(A, shift(A, d, one))
         d *= 2
     if A.shape[1] == 1:
         start = None if h0 is None else h0.unsqueeze(1)  # (B, 1, ...)
     else:
-        ends, _ = scan_chunked(A[:, :, -1], Bt[:, :, -1], h0, chunk_size)  # (B, n, ...): h at each chunk end
+        ends, _ = doubling_scan(A[:, :, -1], Bt[:, :, -1], h0, chunk_size, compose, apply, one, zero)  # (B, n, ...)
         first = torch.zeros_like(ends[:, :1]) if h0 is None else h0.unsqueeze(1)
         start = torch.cat([first, ends[:, :-1]], dim=1)  # (B, n, ...): h before each chunk
-    h = Bt if start is None else Bt + A * start.unsqueeze(2)  # (B, n, C, ...)
-    h = h.reshape(B, -1, *a.shape[2:])[:, :T]
+    h = Bt if start is None else Bt + apply(A, start.unsqueeze(2))  # (B, n, C, ...)
+    h = h.reshape(B, -1, *b.shape[2:])[:, :T]
     return h, h[:, -1]
+
+
+def scan_chunked(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,
+                 chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Any real a (negative and zero included), elementwise: ``doubling_scan`` with products of numbers."""
+    return doubling_scan(a, b, h0, chunk_size, torch.mul, torch.mul, a.new_ones(()), b.new_zeros(()))
 
 
 def scan_log_space_chunked(log_a: torch.Tensor, log_b: torch.Tensor, log_h0: torch.Tensor | None,
@@ -59,11 +70,12 @@ def scan_log_space_chunked(log_a: torch.Tensor, log_b: torch.Tensor, log_h0: tor
     B, T = log_a.shape[:2]
     # the padding sits after T in the last chunk and so never reaches a returned value; a finite fill keeps
     # logaddexp's gradient free of NaN
-    A, L = chunk_view(log_a, chunk_size, 0.0), chunk_view(log_b, chunk_size, 0.0)  # (B, n, C, ...)
+    zero, minus_inf = log_a.new_zeros(()), log_b.new_full((), -torch.inf)
+    A, L = chunk_view(log_a, chunk_size, zero), chunk_view(log_b, chunk_size, zero)  # (B, n, C, ...)
     d = 1
     while d < chunk_size:
-        L = torch.logaddexp(L, A + shift(L, d, -torch.inf))
-        A = A + shift(A, d, 0.0)
+        L = torch.logaddexp(L, A + shift(L, d, minus_inf))
+        A = A + shift(A, d, zero)
         d *= 2
     if A.shape[1] == 1:
         start = None if log_h0 is None else log_h0.unsqueeze(1)  # (B, 1, ...)
