@@ -12,6 +12,7 @@ their own output width. Subclasses implement ``_forward`` and ``_step`` on a che
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -142,6 +143,15 @@ def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
 def check_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_expand(owner: str, expand: Any, d_model: int) -> int:
+    """The hidden width int(expand * d_model), or a ConfigError when it is not a positive number of units."""
+    if (isinstance(expand, bool) or not isinstance(expand, (int, float)) or not 0 < expand < math.inf
+            or int(expand * d_model) < 1):
+        raise ConfigError(f"{owner}: expand must be a positive number with expand * d_model >= 1 "
+                          f"(hidden width = expand * d_model), got {expand!r}")
+    return int(expand * d_model)
 
 
 def check_bool(owner: str, name: str, value: Any) -> None:

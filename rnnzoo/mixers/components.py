@@ -1,6 +1,9 @@
 """Small layers that several mixers share: a causal short convolution with a carried window, and an RMS norm
-(used per head on the outputs of multi-head recurrences, and by the residual blocks)."""
+(used per head on the outputs of multi-head recurrences, and by the residual blocks); and the pieces of
+initialisation and selection that several layers repeat."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -54,3 +57,24 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def conv_silu(convs: tuple, xs: tuple, windows: tuple, step: bool) -> tuple[tuple, tuple]:
+    """Each of xs through its ShortConv (SiLU inside) with its window carried, one step or a whole sequence;
+    without convs (an empty tuple) SiLU alone, the windows unchanged. Returns the outputs and the windows."""
+    if not convs:
+        return tuple(F.silu(x) for x in xs), windows
+    outs = [c.step(x, w) if step else c(x, w) for c, x, w in zip(convs, xs, windows)]
+    return tuple(y for y, _ in outs), tuple(w for _, w in outs)
+
+
+def dt_bias_init(n: int, dt_min: float, dt_max: float, floor: float = 1e-4) -> torch.Tensor:
+    """A bias whose softplus is a step size log-uniform in [dt_min, dt_max] (Mamba's initialisation)."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp_min(floor)
+    return dt + torch.log(-torch.expm1(-dt))  # the inverse of softplus
+
+
+def keep_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """-inf everywhere but the k largest scores of the last axis (ties with the k-th kept), for a softmax."""
+    kth = scores.topk(k, dim=-1).values[..., -1:]  # (..., 1)
+    return scores.masked_fill(scores < kth, -torch.inf)

@@ -20,7 +20,6 @@ spells out one token in plain torch.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
-from rnnzoo.mixers.components import RMSNorm, ShortConv
+from rnnzoo.mixers.components import RMSNorm, ShortConv, conv_silu, dt_bias_init
 from rnnzoo.mixers.linear_attention import check_heads
 from rnnzoo.mixers.registry import register_mixer
 from rnnzoo.ops.delta import delta_product, delta_rule, gated_delta_rule
@@ -90,8 +89,7 @@ class DeltaLayer(Mixer):
         if use_forget_gate:
             # Mamba-2's parametrisation: decay rate A in [1, 16], softplus(dt_bias) = dt log-uniform in [1e-3, 0.1]
             self.A_log = nn.Parameter(torch.empty(H).uniform_(1, 16).log())
-            dt = torch.exp(torch.rand(H) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))  # (H,)
-            self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+            self.dt_bias = nn.Parameter(dt_bias_init(H, 1e-3, 0.1))
         self.g_proj = nn.Linear(d_model, H * V, bias=False) if use_output_gate else None
         self.o_norm = RMSNorm(V, eps=NORM_EPS)
         self.o_proj = nn.Linear(H * V, d_model, bias=False)
@@ -131,12 +129,8 @@ class DeltaLayer(Mixer):
         (..., H) or None without a forget gate, and the short convolutions' new windows.
         """
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (..., H*K), (..., n_h*H*K), (..., n_h*H*V)
-        if self.q_conv is None:
-            q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        else:
-            convs = (self.q_conv, self.k_conv, self.v_conv)
-            (q, wq), (k, wk), (v, wv) = [c.step(z, w) if step else c(z, w) for c, z, w in zip(convs, (q, k, v), conv)]
-            conv = (wq, wk, wv)
+        convs = () if self.q_conv is None else (self.q_conv, self.k_conv, self.v_conv)
+        (q, k, v), conv = conv_silu(convs, (q, k, v), conv, step)
         H, K, V, n = self.n_heads, self.head_k, self.head_v, self.n_householder
         q = l2norm(q.unflatten(-1, (H, K)))  # (..., H, K)
         k = l2norm(k.unflatten(-1, (n, H, K)))  # (..., n_h, H, K)

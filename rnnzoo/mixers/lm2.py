@@ -43,6 +43,7 @@ from torch import nn
 
 from rnnzoo.errors import ConfigError
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_input, check_int
+from rnnzoo.mixers.components import keep_top_k
 from rnnzoo.mixers.registry import register_mixer
 
 MODES = ("fused", "reference")
@@ -68,10 +69,7 @@ def identity_like(n_slots: int, width: int) -> torch.Tensor:
 
 def attend(scores: torch.Tensor, top_k: int | None) -> torch.Tensor:
     """softmax over the last axis, restricted to the ``top_k`` largest scores (ties with the k-th kept)."""
-    if top_k is not None:
-        kth = scores.topk(top_k, dim=-1).values[..., -1:]  # (..., 1)
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    return scores.softmax(-1)
+    return (scores if top_k is None else keep_top_k(scores, top_k)).softmax(-1)
 
 
 @register_mixer("lm2", "LM2 memory module (Kang et al. 2025): a slot memory read by cross-attention, added to the "

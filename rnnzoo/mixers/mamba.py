@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnzoo.errors import ConfigError
-from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
-from rnnzoo.mixers.components import RMSNorm, ShortConv
+from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_expand, check_int
+from rnnzoo.mixers.components import RMSNorm, ShortConv, dt_bias_init
 from rnnzoo.mixers.registry import register_mixer
 from rnnzoo.ops.ssm.selective import selective_scan, ssd, transition
 
@@ -33,22 +33,9 @@ class Mamba2State(NamedTuple):
     ssm: torch.Tensor  # (B, n_heads, d_state, head_dim)
 
 
-def check_expand(owner: str, expand: object, d_model: int) -> int:
-    if isinstance(expand, bool) or not isinstance(expand, (int, float)) or not 0 < expand < math.inf \
-            or int(expand * d_model) < 1:
-        raise ConfigError(f"{owner}: expand must be a positive number with expand * d_model >= 1, got {expand!r}")
-    return int(expand * d_model)
-
-
 def check_dt_range(owner: str, dt_min: object, dt_max: object) -> None:
     if not (isinstance(dt_min, (int, float)) and isinstance(dt_max, (int, float)) and 0 < dt_min <= dt_max):
         raise ConfigError(f"{owner}: need 0 < dt_min <= dt_max, got dt_min={dt_min!r}, dt_max={dt_max!r}")
-
-
-def dt_bias_init(n: int, dt_min: float, dt_max: float, floor: float = 1e-4) -> torch.Tensor:
-    """A bias whose softplus is a step size log-uniform in [dt_min, dt_max] (Mamba's initialisation)."""
-    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp_min(floor)
-    return dt + torch.log(-torch.expm1(-dt))  # the inverse of softplus
 
 
 @register_mixer("mamba", "Mamba (Gu & Dao 2023): selective state space, input-dependent delta, B, C; conv + SiLU gate")

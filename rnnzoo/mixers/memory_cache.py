@@ -25,6 +25,7 @@ from torch import nn
 
 from rnnzoo.errors import ConfigError
 from rnnzoo.mixers.base import Mixer, check_choice, check_int
+from rnnzoo.mixers.components import keep_top_k
 from rnnzoo.mixers.registry import build_mixer, register_mixer
 from rnnzoo.mixers.state import flatten_state, unflatten_state
 
@@ -139,9 +140,7 @@ class MemoryCache(Mixer):
         valid = torch.arange(self.max_segments, device=u.device) < state.n_cached[:, None]  # (B, S)
         s_cached = s_cached.masked_fill(~valid[:, None, :], -torch.inf)
         if self.aggregation == "sparse":
-            k = min(self.top_k, self.max_segments)
-            kth = s_cached.topk(k, dim=-1).values[..., -1:]  # (B, n, 1)
-            s_cached = s_cached.masked_fill(s_cached < kth, -torch.inf)
+            s_cached = keep_top_k(s_cached, min(self.top_k, self.max_segments))
         gamma = torch.softmax(torch.cat([s_on, s_cached], dim=-1), dim=-1)  # (B, n, 1 + S)
         y = gamma[..., :1] * y_on + torch.einsum("bns,bsnd->bnd", gamma[..., 1:], y_cached)
         return y

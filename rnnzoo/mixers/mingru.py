@@ -2,15 +2,13 @@
 recurrence h_t = a_t * h_{t-1} + b_t is linear in h and trains with a parallel scan in log space."""
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnzoo.errors import ConfigError
-from rnnzoo.mixers.base import Mixer, check_choice, check_int
+from rnnzoo.mixers.base import Mixer, check_choice, check_expand, check_int
 from rnnzoo.mixers.registry import register_mixer
 from rnnzoo.ops.scan import scan_log_space
 
@@ -52,15 +50,6 @@ def min_rnn(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor, mode: st
     log_u, _ = scan_log_space(log_a, log_b, mode="chunk", chunk_size=chunk_size)  # (B, T, H)
     h = log_u.exp() + log_a.cumsum(dim=1).exp() * h0.unsqueeze(1)  # (B, T, H)
     return h, h[:, -1]
-
-
-def check_expand(owner: str, expand: float, d_model: int) -> int:
-    """The hidden width int(expand * d_model), or a ConfigError when it is not a positive number of units."""
-    if (isinstance(expand, bool) or not isinstance(expand, (int, float)) or not 0 < expand < math.inf
-            or int(expand * d_model) < 1):
-        raise ConfigError(f"{owner}: expand must be a positive number with expand * d_model >= 1 "
-                          f"(hidden width = expand * d_model), got {expand!r}")
-    return int(expand * d_model)
 
 
 class MinRNN(Mixer):

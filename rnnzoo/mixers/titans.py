@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
-from rnnzoo.mixers.components import RMSNorm, ShortConv
+from rnnzoo.mixers.components import RMSNorm, ShortConv, conv_silu
 from rnnzoo.mixers.deltanet import l2norm
 from rnnzoo.mixers.linear_attention import check_heads
 from rnnzoo.mixers.registry import register_mixer
@@ -145,12 +145,8 @@ class Titans(Mixer):
         Returns q, k (..., H, K), v (..., H, V), eta, theta, alpha (..., H) and the convolutions' new windows.
         """
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (..., H*K), (..., H*K), (..., H*V)
-        if self.q_conv is None:
-            q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        else:
-            convs = (self.q_conv, self.k_conv, self.v_conv)
-            (q, wq), (k, wk), (v, wv) = [c.step(z, w) if step else c(z, w) for c, z, w in zip(convs, (q, k, v), conv)]
-            conv = (wq, wk, wv)
+        convs = () if self.q_conv is None else (self.q_conv, self.k_conv, self.v_conv)
+        (q, k, v), conv = conv_silu(convs, (q, k, v), conv, step)
         H = self.n_heads
         q = l2norm(q.unflatten(-1, (H, self.head_k)))  # (..., H, K)
         k = l2norm(k.unflatten(-1, (H, self.head_k)))  # (..., H, K)
