@@ -16,6 +16,7 @@ from rnnzoo.blocks.stack import Stack, StackState
 from rnnzoo.mixers.base import Mixer, check_int
 from rnnzoo.mixers.registry import build_mixer, register_mixer
 from rnnzoo.mixers.state import reset_state
+from rnnzoo.ops.loop import segment_sizes
 
 
 class RMTState(NamedTuple):
@@ -85,14 +86,12 @@ class RecurrentMemoryTransformer(Mixer):
     def _forward(self, x, state):
         if bool((state.seg_pos != state.seg_pos[0]).any()):
             return self._forward_by_steps(x, state)  # rows at different places in their segments
-        ys, t, T = [], 0, x.shape[1]
-        while t < T:
+        ys = []
+        for piece in x.split(segment_sizes(x.shape[1], int(state.seg_pos[0]), self.segment_len), dim=1):
             state = self._read_first(state)
-            n = min(T - t, self.segment_len - int(state.seg_pos[0]))
-            y, backbone, _ = self._backbone(x[:, t:t + n], state.backbone, state)  # (B, n, d)
+            y, backbone, _ = self._backbone(piece, state.backbone, state)  # (B, n, d)
             ys.append(self.norm(y))
-            state = self._write(state._replace(backbone=backbone, seg_pos=state.seg_pos + n))
-            t += n
+            state = self._write(state._replace(backbone=backbone, seg_pos=state.seg_pos + piece.shape[1]))
         return torch.cat(ys, dim=1), state
 
     def _step(self, x_t, state):

@@ -20,6 +20,7 @@ from torch import nn
 
 from rnnzoo.errors import ConfigError, NotCausalError, ShapeError
 from rnnzoo.mixers.state import check_state, reset_state
+from rnnzoo.ops.loop import scan_cell
 
 
 def check_input(x: torch.Tensor, rank: int, width: int, owner: str, name: str = "x") -> None:
@@ -109,11 +110,7 @@ class Mixer(nn.Module):
     def _forward_by_steps(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """``_forward`` as one ``_step`` per token: for mixers whose fast path needs every row at the same place
         in a segment, when a padded batch has left the rows at different places."""
-        ys = []
-        for x_t in x.unbind(1):
-            y_t, state = self._step(x_t, state)
-            ys.append(y_t)
-        return torch.stack(ys, dim=1), state
+        return scan_cell(self._step, x, state)
 
     def step(self, x_t: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         if not self.causal:

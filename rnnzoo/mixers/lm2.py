@@ -148,8 +148,8 @@ class LM2(Mixer):
     def _reference(self, x, memory):
         """x (B, T, d_model) token by token -> the reads, g_in, g_forget (B, T, D) and the final bank."""
         es, g_ins, g_forgets = [], [], []
-        for t in range(x.shape[1]):
-            e, g_in, g_forget, memory = self._read_write(x[:, t], memory)
+        for x_t in x.unbind(1):  # not x[:, t], whose backward writes a full-size zero gradient per step
+            e, g_in, g_forget, memory = self._read_write(x_t, memory)
             es.append(e)
             g_ins.append(g_in)
             g_forgets.append(g_forget)
@@ -159,15 +159,15 @@ class LM2(Mixer):
         """The same as ``_reference`` (reads and final bank) with the bank kept as P * memory + c (module docstring)."""
         qk = self.q_proj(x) @ self.k_proj.weight * self.scale  # (B, T, D): W_K^T q_t / sqrt(D)
         g_in = torch.sigmoid(self.in_gate(x))  # (B, T, D)
-        B, T, D = g_in.shape
+        B, _, D = g_in.shape
         P, c = x.new_ones(B, D), x.new_zeros(B, D)
         es = []
-        for t in range(T):
-            a = attend(torch.bmm(memory, (P * qk[:, t]).unsqueeze(-1)).squeeze(-1), self.top_k)  # (B, N)
+        for qk_t, g_in_t in zip(qk.unbind(1), g_in.unbind(1)):
+            a = attend(torch.bmm(memory, (P * qk_t).unsqueeze(-1)).squeeze(-1), self.top_k)  # (B, N)
             read = P * torch.bmm(a.unsqueeze(1), memory).squeeze(1) + c  # (B, D): M_t^T a, rows of a sum to 1
             e = self.v_proj(read)  # (B, D)
             g_forget = torch.sigmoid(self.forget_gate(e))  # (B, D)
-            c = g_in[:, t] * torch.tanh(e) + g_forget * c
+            c = g_in_t * torch.tanh(e) + g_forget * c
             P = g_forget * P
             es.append(e)
         return torch.stack(es, 1), P.unsqueeze(1) * memory + c.unsqueeze(1)

@@ -28,6 +28,7 @@ from rnnzoo.mixers.base import Mixer, check_choice, check_int
 from rnnzoo.mixers.components import keep_top_k
 from rnnzoo.mixers.registry import build_mixer, register_mixer
 from rnnzoo.mixers.state import flatten_state, unflatten_state
+from rnnzoo.ops.loop import segment_sizes
 
 AGGREGATIONS = ("gated", "sparse")
 
@@ -85,17 +86,15 @@ class MemoryCache(Mixer):
     def _forward(self, x, state):
         if bool((state.seg_pos != state.seg_pos[0]).any()):
             return self._forward_by_steps(x, state)  # rows at different places in their segments
-        ys, t, T = [], 0, x.shape[1]
-        while t < T:
-            n = min(T - t, self.segment_len - int(state.seg_pos[0]))
-            y, state = self._segment_piece(x[:, t:t + n], state)
+        ys = []
+        for piece in x.split(segment_sizes(x.shape[1], int(state.seg_pos[0]), self.segment_len), dim=1):
+            y, state = self._segment_piece(piece, state)
             ys.append(y)
-            t += n
         return torch.cat(ys, dim=1), state
 
     def _segment_piece(self, x, state):
-        """x (B, n, d) inside one segment (every row at the same place): the online pass, the cache reads, the mix,
-        and the hand-off to the cache when the piece ends the segment."""
+        """x (B, n, d) inside one segment (n = 1 when rows are at different places in theirs): the online pass,
+        the cache reads, the mix, and the hand-off to the cache of the rows whose segment the piece ends."""
         B, n, _ = x.shape
         y_on, inner = self.mixer(x, state.inner)  # (B, n, d)
         r = self.router_r(x)  # (B, n, d_r)
@@ -107,15 +106,8 @@ class MemoryCache(Mixer):
         return y, self._commit(new, count[:, -1] == self.segment_len)
 
     def _step(self, x_t, state):
-        """One token for rows anywhere in their segments: the piece logic above with n = 1, row by row."""
-        y_on, inner = self.mixer.step(x_t, state.inner)  # (B, d)
-        seg_sum = state.seg_sum + self.router_r(x_t)  # (B, d_r)
-        count = state.seg_pos + 1  # (B,)
-        y_cached = self._read_cache(x_t.unsqueeze(1), state)
-        y = self._mix(self.router_u(x_t).unsqueeze(1), (seg_sum / count.unsqueeze(-1).to(x_t.dtype)).unsqueeze(1),
-                      y_on.unsqueeze(1), y_cached, state)[:, 0]
-        new = MemoryCacheState(inner, state.cache, state.summary, state.n_cached, seg_sum, count)
-        return y, self._commit(new, count == self.segment_len)
+        y, state = self._segment_piece(x_t.unsqueeze(1), state)
+        return y[:, 0], state
 
     def _read_cache(self, x, state):
         """One inner step from every cached state for every token: (B, S, n, d), or None with an empty cache."""

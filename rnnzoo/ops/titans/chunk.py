@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rnnzoo.ops.loop import segment_sizes
 from rnnzoo.ops.titans.memory import MemoryState, loss_grad_factors
 
 
@@ -63,14 +64,13 @@ def titans_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.T
     chunk, so the first piece is cut short and ends at the boundary where the anchor becomes the weights."""
     q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # (B, H, T, K), (B, H, T, K), (B, H, T, V)
     log_eta, log_keep, theta = eta.log().transpose(1, 2), torch.log1p(-alpha).transpose(1, 2), theta.transpose(1, 2)
-    T = q.shape[2]
-    outs, start, end = [], 0, min(T, chunk_size - offset)
-    while start < T:
-        piece = slice(start, end)
-        o, weights, momentum = chunk_update(q[:, :, piece], k[:, :, piece], v[:, :, piece], log_eta[..., piece],
-                                            theta[..., piece], log_keep[..., piece], state)
+    sizes = segment_sizes(q.shape[2], offset, chunk_size)
+    outs, end = [], 0
+    for q_c, k_c, v_c, eta_c, theta_c, keep_c in zip(*(x.split(sizes, dim=2) for x in (q, k, v)),
+                                                     *(x.split(sizes, dim=-1) for x in (log_eta, theta, log_keep))):
+        o, weights, momentum = chunk_update(q_c, k_c, v_c, eta_c, theta_c, keep_c, state)
+        end += q_c.shape[2]
         anchor = weights if (offset + end) % chunk_size == 0 else state.anchor
         state = MemoryState(weights, momentum, anchor)
         outs.append(o)
-        start, end = end, min(T, end + chunk_size)
     return torch.cat(outs, dim=2).transpose(1, 2), state

@@ -39,8 +39,8 @@ def titans_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: tor
                      offset: int) -> tuple[torch.Tensor, MemoryState]:
     """``memory_step`` over the T tokens; the first token is number ``offset`` of its chunk."""
     outs = []
-    for t in range(q.shape[1]):
-        o_t, state = memory_step(q[:, t], k[:, t], v[:, t], eta[:, t], theta[:, t], alpha[:, t], state,
-                                 (offset + t + 1) % chunk_size == 0)
+    # unbind, not x[:, t]: the backward of each index would write a full-size zero gradient
+    for t, inputs in enumerate(zip(*(x.unbind(1) for x in (q, k, v, eta, theta, alpha)))):
+        o_t, state = memory_step(*inputs, state, (offset + t + 1) % chunk_size == 0)
         outs.append(o_t)
     return torch.stack(outs, dim=1), state
