@@ -1,6 +1,7 @@
 """Timing and results-file helpers shared by the benchmark scripts."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -69,3 +70,16 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def add_size_options(ap: argparse.ArgumentParser) -> None:
+    """--quick (tiny sizes on one thread, a smoke run) and --threads (torch's thread count)."""
+    ap.add_argument("--quick", action="store_true", help="tiny sizes on 1 thread, a smoke run")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's, or 1 with --quick)")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply --threads, or one thread for --quick; otherwise leave torch's own choice."""
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)

@@ -62,7 +62,8 @@ MODELS = {
     # defaults (16 x 64) a batch of 32 needed over 24 GB, so it gets 4 segments of 32 here.
     "transformer": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
     "hopfield": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
-    "lm2": dict(BLOCK, d_model=192), "titans": dict(BLOCK, d_model=192), "memory_cache": dict(BLOCK, d_model=192, mixer_options={"max_segments": 4, "segment_len": 32}),
+    "lm2": dict(BLOCK, d_model=192), "titans": dict(BLOCK, d_model=192),
+    "memory_cache": dict(BLOCK, d_model=192, mixer_options={"max_segments": 4, "segment_len": 32}),
     "rmt": dict(XLSTM, d_model=192, mixer_options={"backbone_layers": 1}),
     "armt": dict(XLSTM, d_model=192, mixer_options={"backbone_layers": 1}),
 }

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, time_interleaved, time_it, write_results  # noqa: E402
+from common import (add_size_options, markdown_table, set_threads, time_interleaved, time_it,  # noqa: E402
+                    write_results)
 
 from rnnzoo.errors import RnnzooError  # noqa: E402
 from rnnzoo.mixers import available_mixers, build_mixer, flatten_state  # noqa: E402
@@ -380,13 +381,10 @@ def print_stream(rows: list[dict], cfg: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny sizes on 1 thread, a smoke run under a minute")
+    add_size_options(ap)
     ap.add_argument("--only", choices=("ops", "min", "stream"), help="run one part")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's, or 1 with --quick)")
     args = ap.parse_args()
-    threads = args.threads or (1 if args.quick else None)
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(args)
     sizes = SIZES["quick" if args.quick else "full"]
     parts = (args.only,) if args.only else ("ops", "min", "stream")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, time_interleaved, write_results  # noqa: E402
+from common import add_size_options, markdown_table, set_threads, time_interleaved, write_results  # noqa: E402
 
 from rnnzoo.mixers import build_mixer  # noqa: E402
 from rnnzoo.ops.ssm import s4d  # noqa: E402
@@ -60,13 +60,10 @@ def passes(u: torch.Tensor, params: list[torch.Tensor], form: str) -> dict[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny sizes on 1 thread, a smoke run")
+    add_size_options(ap)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's, or 1 with --quick)")
     args = ap.parse_args()
-    threads = args.threads or (1 if args.quick else None)
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(args)
     cfg = SIZES["quick" if args.quick else "full"]
     u, params = make_inputs(cfg, args.device)
     with torch.no_grad():
