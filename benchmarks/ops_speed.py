@@ -234,21 +234,36 @@ def train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
+def step_loop(mixer: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """The paper's sequential mode: one step() per token, projections included, then the backward."""
+    def run():
+        mixer.zero_grad(set_to_none=True)
+        state, ys = None, []
+        for x_t in x.unbind(1):
+            y_t, state = mixer.step(x_t, state)
+            ys.append(y_t)
+        torch.stack(ys, dim=1).pow(2).mean().backward()
+    return run
+
+
 def min_rows(B: int, d: int, Ts: tuple[int, ...], repeats: int) -> list[dict]:
-    """minGRU / minLSTM parallel vs sequential (same weights) vs the torch.nn peer, interleaved per repeat."""
+    """minGRU / minLSTM: the parallel modes vs the sequential mode (projections of the whole sequence at once,
+    then the loop), the step loop (same weights) and the torch.nn peer, interleaved per repeat."""
     rows = []
     for name, peer_cls in (("mingru", nn.GRU), ("minlstm", nn.LSTM)):
         torch.manual_seed(0)
-        parallel = build_mixer(name, d)
-        sequential = build_mixer(name, d, mode="sequential")
-        sequential.load_state_dict(parallel.state_dict())
+        mixers = {mode: build_mixer(name, d, mode=mode) for mode in ("parallel", "parallel_log", "sequential")}
+        for mixer in mixers.values():
+            mixer.load_state_dict(mixers["parallel"].state_dict())
         peer = peer_cls(d, d, batch_first=True)
         for T in Ts:
             x = torch.randn(B, T, d)
-            t = time_interleaved({"parallel": train_step(parallel, x), "sequential": train_step(sequential, x),
-                                  "torch": train_step(peer, x)}, repeats)
+            t = time_interleaved({**{mode: train_step(m, x) for mode, m in mixers.items()},
+                                  "step_loop": step_loop(mixers["sequential"], x), "torch": train_step(peer, x)},
+                                 repeats)
             rows.append({"mixer": name, "peer": f"torch.nn.{peer_cls.__name__}", "B": B, "T": T, "d": d, **t,
                          "vs_sequential": t["sequential"]["median_s"] / t["parallel"]["median_s"],
+                         "vs_step_loop": t["step_loop"]["median_s"] / t["parallel"]["median_s"],
                          "vs_peer": t["torch"]["median_s"] / t["parallel"]["median_s"],
                          "tokens_per_s": B * T / t["parallel"]["median_s"]})
     return rows
@@ -340,15 +355,19 @@ def print_ops(rows: list[dict], mm: dict, cfg: dict, quick: bool) -> None:
 
 
 def print_min(rows: list[dict], cfg: dict) -> None:
-    print(f"\nminGRU / minLSTM, forward+backward, B={cfg['B']} d={cfg['d']}: parallel (log-space scan) vs "
-          f"sequential mode (same weights) vs torch.nn, interleaved, median of {cfg['repeats']} (spread min-max)\n")
-    table = [[r["mixer"], r["T"], f"{r['parallel']['median_s']:.3f} ({r['parallel']['min_s']:.3f}-"
-              f"{r['parallel']['max_s']:.3f})", f"{r['sequential']['median_s']:.3f} ({r['sequential']['min_s']:.3f}-"
-              f"{r['sequential']['max_s']:.3f})", f"{r['vs_sequential']:.1f}x", r["peer"],
-              f"{r['torch']['median_s']:.3f} ({r['torch']['min_s']:.3f}-{r['torch']['max_s']:.3f})",
-              f"{r['vs_peer']:.1f}x", f"{r['tokens_per_s']:,.0f}"] for r in rows]
-    print(markdown_table(["mixer", "T", "parallel (s)", "sequential (s)", "vs sequential", "peer", "peer (s)",
-                          "vs peer", "parallel tokens/s"], table))
+    print(f"\nminGRU / minLSTM, forward+backward, B={cfg['B']} d={cfg['d']}: parallel (blocked scan, linear "
+          "space), parallel_log (the paper's log-space scan), sequential (projections at once, then the loop), "
+          "step loop (one step() per token: the paper's sequential mode) and torch.nn, same weights, "
+          f"interleaved, median of {cfg['repeats']} (spread min-max)\n")
+
+    def cell(t):
+        return f"{t['median_s']:.3f} ({t['min_s']:.3f}-{t['max_s']:.3f})"
+    table = [[r["mixer"], r["T"], cell(r["parallel"]), cell(r["parallel_log"]), cell(r["sequential"]),
+              cell(r["step_loop"]), f"{r['vs_sequential']:.1f}x", f"{r['vs_step_loop']:.1f}x", r["peer"],
+              cell(r["torch"]), f"{r['vs_peer']:.1f}x", f"{r['tokens_per_s']:,.0f}"] for r in rows]
+    print(markdown_table(["mixer", "T", "parallel (s)", "parallel_log (s)", "sequential (s)", "step loop (s)",
+                          "vs sequential", "vs step loop", "peer", "peer (s)", "vs peer", "parallel tokens/s"],
+                         table))
     print("\nTarget: parallel >= 10x sequential at T=1024.")
 
 

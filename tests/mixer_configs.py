@@ -65,12 +65,12 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
     ],
     "mingru": [
         {},
-        {"expand": 2, "chunk_size": 3},
+        {"expand": 2, "chunk_size": 3, "mode": "parallel_log"},
         {"expand": 0.5, "mode": "sequential"},
     ],
     "minlstm": [
         {},
-        {"expand": 2, "chunk_size": 3},
+        {"expand": 2, "chunk_size": 3, "mode": "parallel_log"},
         {"expand": 0.5, "mode": "sequential"},
     ],
     "linear_attention": [

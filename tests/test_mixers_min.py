@@ -12,6 +12,7 @@ from rnnzoo.mixers import build_mixer
 
 D = 8
 NAMES = ("mingru", "minlstm")
+MODES = ("parallel", "parallel_log", "sequential")  # the loop last: the others are compared with it
 
 
 def make(name, dtype=torch.float64, **options):
@@ -39,7 +40,8 @@ def paper_loop(mixer, x, h0):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("options", [{}, {"expand": 2, "chunk_size": 8}, {"expand": 0.5, "mode": "sequential"}])
+@pytest.mark.parametrize("options", [{}, {"expand": 2, "chunk_size": 8}, {"mode": "parallel_log", "chunk_size": 8},
+                                     {"expand": 0.5, "mode": "sequential"}])
 def test_matches_the_paper_loop_in_float64(name, options):
     mixer = make(name, **options)
     x = torch.randn(2, 50, D, dtype=torch.float64) * 2
@@ -77,7 +79,7 @@ def test_forward_in_many_pieces_equals_one_forward(name, dtype, tol):
 def test_zero_initial_state_has_finite_exact_gradients(name):
     """h_T is linear in h_0, so d h_T / d h_0 is the product of the a's, at h_0 = 0 too (log h_0 = -inf)."""
     grads = {}
-    for mode in ("parallel", "sequential"):
+    for mode in MODES:
         mixer = make(name, mode=mode, chunk_size=4)
         x = torch.randn(2, 13, D, dtype=torch.float64, requires_grad=True)
         h0 = torch.zeros(2, mixer.hidden_size, dtype=torch.float64, requires_grad=True)
@@ -85,10 +87,10 @@ def test_zero_initial_state_has_finite_exact_gradients(name):
         assert torch.isfinite(y).all() and torch.isfinite(s.h).all()
         (y.sum() + (s.h ** 2).sum()).backward()
         grads[mode] = (x.grad, h0.grad)
-    for g in grads["parallel"]:
-        assert torch.isfinite(g).all() and g.abs().sum() > 0
-    for got, want in zip(grads["parallel"], grads["sequential"]):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for mode in ("parallel", "parallel_log"):
+        assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads[mode])
+        for got, want in zip(grads[mode], grads["sequential"]):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -98,22 +100,25 @@ def test_long_float32_run_matches_float64_loop(name):
     x = 6 * torch.randn(1, 1000, D, dtype=torch.float64)
     h0 = torch.rand(1, D, dtype=torch.float64)
     y_ref, _ = paper_loop(mixer, x, h0)
-    y, _ = mixer.float()(x.float(), type(mixer.init_state(1))(h0.float()))
-    assert torch.isfinite(y).all()
-    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-6)
+    for mode in MODES[:2]:
+        mixer.mode = mode
+        y, _ = mixer.float()(x.float(), type(mixer.init_state(1))(h0.float()))
+        assert torch.isfinite(y).all()
+        torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_parallel_and_sequential_modes_agree_on_a_long_sequence(name):
     outs = []
-    for mode in ("parallel", "sequential"):
+    for mode in MODES:
         mixer = make(name, mode=mode, expand=2, chunk_size=32)
         x = torch.randn(2, 200, D, dtype=torch.float64, requires_grad=True)
         y, s = mixer(x, type(mixer.init_state(1))(torch.rand(2, 2 * D, dtype=torch.float64)))
         (y * torch.linspace(-1, 1, y.shape[1], dtype=y.dtype)[:, None]).sum().backward()
         outs.append([y, s.h, x.grad, *(p.grad for p in mixer.parameters())])
-    for got, want in zip(*outs, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for other in outs[:-1]:
+        for got, want in zip(other, outs[-1], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_minlstm_gates_are_normalised_and_the_state_stays_positive():

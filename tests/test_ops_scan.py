@@ -45,7 +45,7 @@ def log_inputs(T, initial, B=2, decay=1.0):
 
 @pytest.mark.parametrize("T", [1, 63, 500])
 @pytest.mark.parametrize("initial", [False, True])
-@pytest.mark.parametrize("chunk_size", [4, 64])
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
 @pytest.mark.parametrize("f,inputs", [(scan, signed_inputs), (scan_log_space, log_inputs)],
                          ids=["scan_signed_a", "scan_log_space"])
 def test_chunk_matches_the_loop(f, inputs, T, initial, chunk_size):
@@ -115,5 +115,3 @@ def test_bad_input_raises_a_named_error(f):
         f(a, b, mode="fast")
     with pytest.raises(ConfigError, match="chunk_size"):
         f(a, b, chunk_size=0)
-    with pytest.raises(ConfigError, match="chunk_size must be at least 2"):
-        f(a, b, chunk_size=1)

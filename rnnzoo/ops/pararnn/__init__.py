@@ -131,7 +131,7 @@ def block_scan(a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | N
                chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """s_t = a_t @ s_{t-1} + b_t with a (B, T, ..., 2, 2), b (B, T, ..., 2), s_0 = initial_state (B, ..., 2)
     (zeros if None). Returns (s (B, T, ..., 2), s_T (B, ..., 2)). ``mode="recurrent"`` is the loop,
-    ``"chunk"`` (and ``"auto"``) the chunked doubling in block_scan.py."""
+    ``"chunk"`` (and ``"auto"``) the chunked doubling scan in block_scan.py."""
     check_choice("block_scan", "mode", mode, MODES)
     check_chunk_size("block_scan", chunk_size)
     if chunk_size < 2:

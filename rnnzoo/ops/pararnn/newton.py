@@ -27,8 +27,8 @@ from rnnzoo.ops.pararnn.block_scan import block_scan_chunked, matvec2
 from rnnzoo.ops.pararnn.naive import gru_cell, lstm_cell
 from rnnzoo.ops.scan import scan
 
-# Chunk length of the scans. Short chunks do the least work (the doubling costs log2(C) passes per level),
-# which is what counts on a CPU; on a GPU every length here is bound by kernel launches alike.
+# Chunk length of the 2x2-block scan. Short chunks do the least work (the doubling costs log2(C) passes per
+# level), which is what counts on a CPU. The elementwise scan is blocked (O(T) work) and keeps its default.
 CHUNK_SIZE = 4
 
 _WARNED: set[str] = set()  # ops that already warned about falling back to the loop
@@ -95,7 +95,7 @@ def linear_scan(cell: NewtonCell, a: torch.Tensor, b: torch.Tensor, s0: torch.Te
     """s_t = a_t s_{t-1} + b_t over dim 1: elementwise, or with 2x2 blocks for a block cell."""
     if cell.block:
         return block_scan_chunked(a, b, s0, CHUNK_SIZE)[0]
-    return scan(a, b, s0, mode="chunk", chunk_size=CHUNK_SIZE)[0]
+    return scan(a, b, s0, mode="chunk")[0]
 
 
 def previous(s: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:

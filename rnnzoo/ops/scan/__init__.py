@@ -2,13 +2,13 @@
 
 Shapes: a, b (B, T, ...) with any trailing shape, initial_state (B, ...). Both functions return
 ``(h (B, T, ...), h_T (B, ...))``. ``mode="recurrent"`` is the reference loop (naive.py), ``mode="chunk"`` the
-parallel form (parallel.py), ``mode="auto"`` = chunk.
+blocked form (parallel.py: chunks of ``chunk_size`` steps run side by side), ``mode="auto"`` = chunk.
 """
 from __future__ import annotations
 
 import torch
 
-from rnnzoo.errors import ConfigError, ShapeError
+from rnnzoo.errors import ShapeError
 from rnnzoo.ops.checks import MODES, check_choice, check_chunk_size, check_tensor
 from rnnzoo.ops.scan.naive import scan_log_space_naive, scan_naive
 from rnnzoo.ops.scan.parallel import scan_chunked, scan_log_space_chunked
@@ -19,9 +19,6 @@ def check_scan_args(owner: str, a: torch.Tensor, b: torch.Tensor, initial_state:
     """Check a and b (B, T, ...) of one shape and floating dtype, the state (B, ...) and the options."""
     check_choice(owner, "mode", mode, MODES)
     check_chunk_size(owner, chunk_size)
-    if chunk_size < 2:
-        # the chunk ends are scanned again by the same function; chunks of one step would never shrink them
-        raise ConfigError(f"{owner}: chunk_size must be at least 2, got {chunk_size}")
     for name, x in zip(names, (a, b)):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
             raise ShapeError(f"{owner}: {name} must be a floating tensor of shape (B, T, ...), got "

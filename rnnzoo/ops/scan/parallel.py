@@ -1,12 +1,13 @@
-"""Parallel forms of h_t = a_t * h_{t-1} + b_t (see README.md for the derivations).
+"""Blocked forms of h_t = a_t * h_{t-1} + b_t, linear and log space (see README.md for the derivations).
 
-Both split time into chunks of C steps, scan every chunk at once, then give each chunk the state at the end of
-the previous one by scanning the chunk ends with the same function (T / C elements, recursively). Nothing is
-divided by a cumulative product, so a long T neither overflows nor underflows.
+Time is cut into n chunks of C steps. Phase 1 runs the recurrence from zero inside every chunk at once: C
+vectorised steps over (B, n, ...) slices. Phase 2 runs it over the n chunk ends, with the product of each
+chunk's factors, to get the state before every chunk. Phase 3 adds that state, scaled by the in-chunk
+products, in one pass. Work is O(T), the Python loop has C + n iterations, and the arithmetic is the loop's:
+nothing is divided by a cumulative product. The backward pass is the adjoint recurrence, run by the same
+blocked loop backwards in time.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 
@@ -20,74 +21,110 @@ def chunk_view(x: torch.Tensor, C: int, fill: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1, C, *x.shape[2:])
 
 
-def shift(x: torch.Tensor, d: int, fill: torch.Tensor) -> torch.Tensor:
-    """x[:, :, t - d] along the in-chunk axis (dim 2), ``fill`` where t < d."""
-    return torch.cat([fill.expand(*x.shape[:2], d, *x.shape[3:]), x[:, :, :-d]], dim=2)
+def unchunk(x: torch.Tensor, T: int) -> torch.Tensor:
+    """(B, n, C, ...) -> (B, T, ...), dropping the padding."""
+    return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :T]
 
 
-def doubling_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chunk_size: int, compose: Callable,
-                  apply: Callable, one: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """h_t = a_t h_{t-1} + b_t for any linear maps a_t: Hillis-Steele doubling on the pairs (A, B) inside each
-    chunk. ``compose(x, y)`` is the map x after y, ``apply(x, h)`` the map x applied to h; ``one`` and ``zero``
-    (one step's identity map and zero state) pad time. Elementwise maps use torch.mul for both; the 2x2 blocks
-    of rnnzoo.ops.pararnn use 2x2 products.
+def blocked_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, C: int) -> torch.Tensor:
+    """h (B, T, ...) for h_t = a_t h_{t-1} + b_t, h_0 = h0 (None: zeros); not differentiable by autograd."""
+    T = a.shape[1]
+    av, h = chunk_view(a, C, a.new_ones(())), chunk_view(b, C, b.new_zeros(())).clone()  # (B, n, C, ...)
+    for t in range(1, C):  # phase 1: every chunk from h = 0
+        h[:, :, t].addcmul_(av[:, :, t], h[:, :, t - 1])
+    n = av.shape[1]
+    if n == 1 and h0 is None:
+        return unchunk(h, T)
+    prod = av.cumprod(dim=2)  # (B, n, C, ...): products of true factors only
+    start = torch.zeros_like(h[:, :, 0])  # (B, n, ...): h before each chunk
+    if h0 is not None:
+        start[:, 0] = h0
+    for j in range(1, n):  # phase 2: the chunk ends
+        torch.addcmul(h[:, j - 1, -1], prod[:, j - 1, -1], start[:, j - 1], out=start[:, j])
+    return unchunk(h.addcmul_(prod, start.unsqueeze(2)), T)  # phase 3
 
-    The pair (A_t, B_t) maps h to A_t h + B_t; applying s then t gives (A_t A_s, A_t B_s + B_t). After
-    log2(C) doublings, (A_t, B_t) maps the state before the chunk to h_t. Only products of true factors appear.
-    """
-    B, T = a.shape[:2]
-    A, Bt = chunk_view(a, chunk_size, one), chunk_view(b, chunk_size, zero)  # (B, n, C, ...)
-    d = 1
-    while d < chunk_size:
-        Bt = Bt + apply(A, shift(Bt, d, zero))
-        A = compose(A, shift(A, d, one))
-        d *= 2
-    if A.shape[1] == 1:
-        start = None if h0 is None else h0.unsqueeze(1)  # (B, 1, ...)
-    else:
-        ends, _ = doubling_scan(A[:, :, -1], Bt[:, :, -1], h0, chunk_size, compose, apply, one, zero)  # (B, n, ...)
-        first = torch.zeros_like(ends[:, :1]) if h0 is None else h0.unsqueeze(1)
-        start = torch.cat([first, ends[:, :-1]], dim=1)  # (B, n, ...): h before each chunk
-    h = Bt if start is None else Bt + apply(A, start.unsqueeze(2))  # (B, n, C, ...)
-    h = h.reshape(B, -1, *b.shape[2:])[:, :T]
-    return h, h[:, -1]
+
+def adjoint(c: torch.Tensor, grad: torch.Tensor, C: int) -> torch.Tensor:
+    """g_t = grad_t + c_{t+1} g_{t+1} (g_{T-1} = grad_{T-1}): the backward recurrence, blocked in reverse time."""
+    c_next = torch.cat([c[:, 1:], c.new_zeros(c[:, :1].shape)], dim=1)  # the last step has no successor
+    return blocked_scan(c_next.flip(1), grad.flip(1), None, C).flip(1)
+
+
+def with_last(grad_h: torch.Tensor, grad_last: torch.Tensor) -> torch.Tensor:
+    """The gradient of every h_t, the returned final state's included (it is h_{T-1})."""
+    grad = grad_h.clone()
+    grad[:, -1] += grad_last
+    return grad
+
+
+class Scan(torch.autograd.Function):
+    """Linear space, any real a: da_t = g_t h_{t-1}, db_t = g_t, dh_0 = a_1 g_1 with g the adjoint."""
+
+    @staticmethod
+    def forward(ctx, a, b, h0, C):
+        h = blocked_scan(a, b, h0, C)  # (B, T, ...)
+        ctx.save_for_backward(a, h, h0)
+        ctx.C = C
+        return h, h[:, -1]
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_last):
+        a, h, h0 = ctx.saved_tensors
+        g = adjoint(a, with_last(grad_h, grad_last), ctx.C)  # dL/dh_t through every later step
+        first = torch.zeros_like(h[:, :1]) if h0 is None else h0.unsqueeze(1)
+        grad_a = g * torch.cat([first, h[:, :-1]], dim=1)  # (B, T, ...)
+        return grad_a, g, None if h0 is None else a[:, 0] * g[:, 0], None
 
 
 def scan_chunked(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,
                  chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Any real a (negative and zero included), elementwise: ``doubling_scan`` with products of numbers."""
-    return doubling_scan(a, b, h0, chunk_size, torch.mul, torch.mul, a.new_ones(()), b.new_zeros(()))
+    """Any real a (negative and zero included), elementwise."""
+    return Scan.apply(a, b, h0, chunk_size)
+
+
+def blocked_log_scan(log_a: torch.Tensor, log_b: torch.Tensor, log_h0: torch.Tensor | None,
+                     C: int) -> torch.Tensor:
+    """log h for log h_t = logaddexp(log a_t + log h_{t-1}, log b_t); the blocked phases with logaddexp for +
+    and + for *. A chunk's log-product is a sum over at most C steps, added to the term it scales."""
+    T = log_a.shape[1]
+    zero = log_a.new_zeros(())  # finite padding, after T, never reaches a returned value
+    la, L = chunk_view(log_a, C, zero), chunk_view(log_b, C, zero).clone()  # (B, n, C, ...)
+    for t in range(1, C):
+        torch.logaddexp(la[:, :, t] + L[:, :, t - 1], L[:, :, t], out=L[:, :, t])
+    n = la.shape[1]
+    if n == 1 and log_h0 is None:
+        return unchunk(L, T)
+    log_prod = la.cumsum(dim=2)  # (B, n, C, ...)
+    start = torch.full_like(L[:, :, 0], -torch.inf)  # (B, n, ...): log h before each chunk
+    if log_h0 is not None:
+        start[:, 0] = log_h0
+    for j in range(1, n):
+        torch.logaddexp(log_prod[:, j - 1, -1] + start[:, j - 1], L[:, j - 1, -1], out=start[:, j])
+    return unchunk(torch.logaddexp(L, log_prod + start.unsqueeze(2)), T)
+
+
+class LogScan(torch.autograd.Function):
+    """Log space: with w_t = exp(log a_t + log h_{t-1} - log h_t), the share of h_t carried over, the adjoint
+    g_t = dL/dlog h_t + w_{t+1} g_{t+1} gives dlog a_t = g_t w_t and dlog b_t = g_t exp(log b_t - log h_t)."""
+
+    @staticmethod
+    def forward(ctx, log_a, log_b, log_h0, C):
+        log_h = blocked_log_scan(log_a, log_b, log_h0, C)  # (B, T, ...)
+        ctx.save_for_backward(log_a, log_b, log_h, log_h0)
+        ctx.C = C
+        return log_h, log_h[:, -1]
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_last):
+        log_a, log_b, log_h, log_h0 = ctx.saved_tensors
+        first = torch.full_like(log_h[:, :1], -torch.inf) if log_h0 is None else log_h0.unsqueeze(1)
+        w = (log_a + torch.cat([first, log_h[:, :-1]], dim=1) - log_h).exp()  # (B, T, ...), in [0, 1]
+        g = adjoint(w, with_last(grad_h, grad_last), ctx.C)
+        grad_b = g * (log_b - log_h).exp()
+        return g * w, grad_b, None if log_h0 is None else w[:, 0] * g[:, 0], None
 
 
 def scan_log_space_chunked(log_a: torch.Tensor, log_b: torch.Tensor, log_h0: torch.Tensor | None,
                            chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive a, b given as logs: the same doubling on the pairs (log A, log B), composed in log space.
-
-    Applying s then t gives (log A_t + log A_s, logaddexp(log A_t + log B_s, log B_t)). Every log A is the sum
-    of log a over a segment, added to the term it scales, never subtracted from a long cumulative sum, so
-    float32 keeps full relative precision (the logcumsumexp(log b - cumsum(log a)) form cancels large sums).
-    """
-    B, T = log_a.shape[:2]
-    # the padding sits after T in the last chunk and so never reaches a returned value; a finite fill keeps
-    # logaddexp's gradient free of NaN
-    zero, minus_inf = log_a.new_zeros(()), log_b.new_full((), -torch.inf)
-    A, L = chunk_view(log_a, chunk_size, zero), chunk_view(log_b, chunk_size, zero)  # (B, n, C, ...)
-    d = 1
-    while d < chunk_size:
-        L = torch.logaddexp(L, A + shift(L, d, minus_inf))
-        A = A + shift(A, d, zero)
-        d *= 2
-    if A.shape[1] == 1:
-        start = None if log_h0 is None else log_h0.unsqueeze(1)  # (B, 1, ...)
-    else:
-        ends, _ = scan_log_space_chunked(A[:, :, -1], L[:, :, -1], log_h0, chunk_size)  # (B, n, ...)
-        start = ends[:, :-1] if log_h0 is None else torch.cat([log_h0.unsqueeze(1), ends[:, :-1]], dim=1)
-    if start is None:
-        log_h = L
-    elif log_h0 is None:
-        rest = torch.logaddexp(L[:, 1:], A[:, 1:] + start.unsqueeze(2))  # the first chunk starts from h = 0
-        log_h = torch.cat([L[:, :1], rest], dim=1)
-    else:
-        log_h = torch.logaddexp(L, A + start.unsqueeze(2))
-    log_h = log_h.reshape(B, -1, *log_a.shape[2:])[:, :T]
-    return log_h, log_h[:, -1]
+    """Positive a, b given as logs; log h_0 = log_h0 (None: h_0 = 0)."""
+    return LogScan.apply(log_a, log_b, log_h0, chunk_size)
