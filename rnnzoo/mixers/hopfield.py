@@ -16,9 +16,9 @@ from rnnzoo.ops.hopfield import hopfield_retrieve
 
 
 class HopfieldState(NamedTuple):
-    k: torch.Tensor  # (B, H, L, D) the stored patterns: cached keys, already rotated
-    v: torch.Tensor  # (B, H, L, D) cached values, read out at the retrieved point
-    kpos: torch.Tensor  # (B, L) long: the absolute position of the key in each slot, -1 for an empty slot
+    k: tuple[torch.Tensor, ...]  # n_blocks x (B, H, block, D): the stored patterns, cached keys already rotated
+    v: tuple[torch.Tensor, ...]  # n_blocks x (B, H, block, D): cached values, read out at the retrieved point
+    kpos: tuple[torch.Tensor, ...]  # n_blocks x (B, block) long: each slot's key position, -1 for an empty slot
     pos: torch.Tensor  # (B,) long: how many tokens each row has read
 
 
@@ -52,6 +52,11 @@ class Hopfield(Transformer):
         check_int(self.owner, "n_iter", n_iter)
         self.n_iter = n_iter
         self.log_beta = nn.Parameter(torch.full((self.n_heads,), -0.5 * math.log(self.head_dim)))
+
+    def _step(self, x_t, state):
+        # the retrieval iterates over all the cached keys at once, so one token goes through _forward
+        y, state = self._forward(x_t.unsqueeze(1), state)  # (B, 1, d_model)
+        return y.squeeze(1), state
 
     def _attend(self, q, k, v, mask):
         """As ``Transformer._attend``: q (B, H, T, D), k and v (B, H, S, D), mask (B, 1, T, S) or (T, S) bool,
