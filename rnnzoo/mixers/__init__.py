@@ -19,6 +19,7 @@ from rnnzoo.mixers import hopfield  # noqa: F401  (registers)
 from rnnzoo.mixers import lm2  # noqa: F401  (registers)
 from rnnzoo.mixers import memory_cache  # noqa: F401  (registers)
 from rnnzoo.mixers import titans  # noqa: F401  (registers)
+from rnnzoo.mixers import titans_hybrid  # noqa: F401  (registers)
 from rnnzoo.mixers.base import Mixer
 from rnnzoo.mixers.registry import available_mixers, build_mixer, describe_mixers, mixer_options, register_mixer
 from rnnzoo.mixers.state import detach_state, flatten_state, map_state, reset_state, select_state, unflatten_state

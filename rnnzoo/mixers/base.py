@@ -17,10 +17,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from rnnzoo.errors import ConfigError, NotCausalError, ShapeError
-from rnnzoo.mixers.state import check_state, reset_state
+from rnnzoo.mixers.state import check_state, flatten_state, map_state, reset_state, unflatten_state
 from rnnzoo.ops.loop import scan_cell
+
+READ_BUDGET = 2 ** 24  # state elements Mixer.read's fallback copies at once (64 MiB in float32)
 
 
 def check_input(x: torch.Tensor, rank: int, width: int, owner: str, name: str = "x") -> None:
@@ -112,6 +115,28 @@ class Mixer(nn.Module):
         in a segment, when a padded batch has left the rows at different places."""
         return scan_cell(self._step, x, state)
 
+    def read(self, x: torch.Tensor, states: Any) -> torch.Tensor:
+        """One step from each of S states for every token, the new states dropped: x (B, n, d_model) and a
+        state whose every tensor has S slots after the batch, (B, S, ...) -> y (B, S, n, d_out) with
+        y[:, s, t] = step(x[:, t], states[:, s])[0]. No checks: callers pass states made by this mixer.
+
+        This fallback copies every state for every token (B S n copies), so it takes the tokens a few at a
+        time, and under autograd recomputes each piece in the backward, keeping memory bounded. Mixers whose
+        step output is linear in the state override it with one einsum against the stacked states."""
+        flat = flatten_state(states)
+        B, n = x.shape[:2]
+        S = flat[0].shape[1]
+        per_token = B * S * sum(t.shape[2:].numel() for t in flat)  # state elements copied for one token
+        pieces = x.split(max(1, READ_BUDGET // max(1, per_token)), dim=1)
+
+        def read_piece(piece, *tensors):
+            xs, rows = token_rows(piece, unflatten_state(states, list(tensors)), S)
+            return self._step(xs, rows)[0].unflatten(0, (B, S, piece.shape[1]))  # (B, S, m, d_out)
+
+        if len(pieces) > 1 and torch.is_grad_enabled():
+            return torch.cat([checkpoint(read_piece, p, *flat, use_reentrant=False) for p in pieces], dim=2)
+        return torch.cat([read_piece(p, *flat) for p in pieces], dim=2)
+
     def step(self, x_t: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         if not self.causal:
             raise NotCausalError(
@@ -130,6 +155,15 @@ class Mixer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_out={self.d_out}, causal={self.causal}"
+
+
+def token_rows(x: torch.Tensor, states: Any, slots: int) -> tuple[torch.Tensor, Any]:
+    """x (B, n, ...) and a state of S = ``slots`` slots (every tensor (B, S, ...)) -> both on B S n rows, row
+    (b S + s) n + t pairing token t with slot s: the inputs of one step from every slot for every token."""
+    B, n = x.shape[:2]
+    xs = x.unsqueeze(1).expand(B, slots, *x.shape[1:]).reshape(B * slots * n, *x.shape[2:])
+    return xs, map_state(lambda t: t.unsqueeze(2).expand(B, slots, n, *t.shape[2:]).reshape(-1, *t.shape[2:]),
+                         states)
 
 
 def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
+from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int, token_rows
 from rnnzoo.mixers.components import RMSNorm, ShortConv, conv_silu, dt_bias_init
 from rnnzoo.mixers.linear_attention import check_heads
 from rnnzoo.mixers.registry import register_mixer
@@ -117,6 +117,24 @@ class DeltaLayer(Mixer):
             S = S - b * k_j * kS + b * k_j * v[:, j, :, None, :]  # (B, H, K, V)
         o = (self.scale * q[..., None] * S).sum(2)  # (B, H, V), S^T q scaled
         return self._output(o, x_t), self.state_type(S, conv)
+
+    def read(self, x, states):
+        """``Mixer.read`` without copying the memories. The step's S_t^T q is linear in the old S: undoing the
+        writes last first, S_j^T q_j = S_{j-1}^T q_{j-1} + beta_j (k_j . q_j) v_j with
+        q_{j-1} = q_j - beta_j (k_j . q_j) k_j, and S_0 = exp(g) S. The inputs depend on each slot's conv
+        windows, so they run on B S n rows; then one einsum reads every slot.
+        x (B, n, d_model), states.S (B, S, H, K, V) -> y (B, S, n, d_model)."""
+        B, n, _ = x.shape
+        slots = states.S.shape[1]
+        q, k, v, beta, g, _ = self._inputs(*token_rows(x, states.conv, slots), step=True)  # rows R = B S n
+        o = 0
+        for j in reversed(range(self.n_householder)):
+            kq = beta[:, j, :, None] * (k[:, j] * q).sum(-1, keepdim=True)  # (R, H, 1)
+            o, q = o + kq * v[:, j], q - kq * k[:, j]  # (R, H, V), (R, H, K)
+        if g is not None:
+            q = g.exp()[..., None] * q
+        read = torch.einsum("bsnhk,bshkv->bsnhv", q.unflatten(0, (B, slots, n)), states.S)  # (B, S, n, H, V)
+        return self._output(self.scale * (read + o.unflatten(0, (B, slots, n))), x.unsqueeze(1))
 
     def _op(self, q, k, v, beta, g, S):
         """The layouts of ``_inputs`` with S (B, H, K, V) -> o (B, T, H, V) and the final S."""

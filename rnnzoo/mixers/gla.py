@@ -84,3 +84,13 @@ class GLA(Mixer):
         kv = g.exp().unsqueeze(-1) * state.kv + k.unsqueeze(-1) * v.unsqueeze(-2)  # (B, H, K, V)
         o = torch.einsum("bhk,bhkv->bhv", q * self.head_k ** -0.5, kv)  # (B, H, V)
         return self._out(o, x_t), GLAState(kv)
+
+    def read(self, x, states):
+        """``Mixer.read`` without copies: the step's o = (kv' of the step)^T q scale is linear in the old kv,
+        o = kv^T (alpha_t * q_t) scale + (q_t . k_t) v_t scale, so one einsum reads every slot.
+        x (B, n, d_model), states.kv (B, S, H, K, V) -> y (B, S, n, d_model)."""
+        q, k, v, g = self._project(x)  # (B, n, H, K) x 2, (B, n, H, V), (B, n, H, K)
+        q = q * self.head_k ** -0.5
+        own = (q * k).sum(-1, keepdim=True) * v  # (B, n, H, V)
+        o = torch.einsum("bnhk,bshkv->bsnhv", q * g.exp(), states.kv) + own.unsqueeze(1)  # (B, S, n, H, V)
+        return self._out(o, x.unsqueeze(1))

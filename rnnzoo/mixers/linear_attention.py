@@ -117,3 +117,12 @@ class LinearAttention(Mixer):
         kv = state.kv + k.unsqueeze(-1) * v.unsqueeze(-2)  # (B, H, K, V or V + 1)
         o = torch.einsum("bhk,bhkv->bhv", q * self.head_k ** -0.5, kv)  # (B, H, V or V + 1)
         return self._out(o), LinearAttentionState(kv)
+
+    def read(self, x, states):
+        """``Mixer.read`` without copies: the step's o = kv^T phi(q_t) scale + (phi(q_t) . phi(k_t)) v_t scale
+        (z riding along in kv and v) is linear in the old kv, so one einsum reads every slot.
+        x (B, n, d_model), states.kv (B, S, H, K, V or V + 1) -> y (B, S, n, d_model)."""
+        q, k, v = self._qkv(x)  # (B, n, H, K) x 2, (B, n, H, V or V + 1)
+        q = q * self.head_k ** -0.5
+        own = (q * k).sum(-1, keepdim=True) * v  # (B, n, H, V or V + 1)
+        return self._out(torch.einsum("bnhk,bshkv->bsnhv", q, states.kv) + own.unsqueeze(1))

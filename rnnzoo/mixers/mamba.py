@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnzoo.errors import ConfigError
-from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_expand, check_int
+from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_expand, check_int, token_rows
 from rnnzoo.mixers.components import RMSNorm, ShortConv, dt_bias_init
 from rnnzoo.mixers.registry import register_mixer
 from rnnzoo.ops.ssm.selective import selective_scan, ssd, transition
@@ -194,6 +194,20 @@ class Mamba2(Mixer):
         h = decay * state.ssm + dt[..., None, None] * B.unsqueeze(-1) * x.unsqueeze(-2)  # (B, H, N, P)
         y = (h * C.unsqueeze(-1)).sum(-2)  # (B, H, P)
         return self._output(y, x, z), Mamba2State(window, h)
+
+    def read(self, u, states):
+        """``Mixer.read`` without copying the SSM states: the step's h_t^T C_t = exp(dt_t A_h) h^T C_t +
+        dt_t (B_t . C_t) x_t is linear in the old h. The inputs depend on each slot's conv window, so they run on
+        B S n rows; then one einsum reads every slot. u (B, n, d_model), states.ssm (B, S, H, N, P) ->
+        y (B, S, n, d_model)."""
+        batch, n, _ = u.shape
+        slots = states.ssm.shape[1]
+        z, x, B, C, dt, _ = self._inputs(*token_rows(u, states.conv, slots), step=True)  # rows R = B S n
+        B, C = (t.repeat_interleave(self.n_heads // self.n_groups, dim=1) for t in (B, C))  # (R, H, N)
+        read = torch.einsum("bsnhk,bshkp->bsnhp", C.unflatten(0, (batch, slots, n)), states.ssm)  # (B, S, n, H, P)
+        decay = torch.exp(dt * -self.A_log.exp())[..., None]  # (R, H, 1)
+        y = decay * read.flatten(0, 2) + (dt * (B * C).sum(-1))[..., None] * x  # (R, H, P)
+        return self._output(y, x, z).unflatten(0, (batch, slots, n))
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, d_inner={self.d_inner}, n_heads={self.n_heads}, d_state={self.d_state}, "

@@ -14,6 +14,9 @@ with r^(on)_t the mean of W_r x over the current segment up to t. ``aggregation=
 state (the paper's gated residual memory, with the online memory as one more member); ``"sparse"`` keeps the
 ``top_k`` best-scoring cached states per token (sparse selective caching). At most ``max_segments`` states are
 kept, the oldest dropped first, so the state has fixed shapes and a token costs O(max_segments) inner steps.
+The inner mixer's ``read`` takes those steps for a whole segment piece at once: for memories whose step output
+is linear in the state (linear attention, GLA, RetNet, the delta rules, mLSTM, Mamba-2) one einsum against the
+stacked cache, never a copy of a cached state; for any other mixer the per-token steps, a few tokens at a time.
 """
 from __future__ import annotations
 
@@ -100,7 +103,7 @@ class MemoryCache(Mixer):
         r = self.router_r(x)  # (B, n, d_r)
         seg_sum = state.seg_sum.unsqueeze(1) + r.cumsum(1)  # (B, n, d_r)
         count = state.seg_pos[:, None] + torch.arange(1, n + 1, device=x.device)  # (B, n)
-        y_cached = self._read_cache(x, state)  # (B, S, n, d) or None when nothing is cached
+        y_cached = self._read_cache(x, state)  # (B, m, n, d) or None when nothing is cached
         y = self._mix(self.router_u(x), seg_sum / count.unsqueeze(-1).to(x.dtype), y_on, y_cached, state)
         new = MemoryCacheState(inner, state.cache, state.summary, state.n_cached, seg_sum[:, -1], count[:, -1])
         return y, self._commit(new, count[:, -1] == self.segment_len)
@@ -110,30 +113,28 @@ class MemoryCache(Mixer):
         return y[:, 0], state
 
     def _read_cache(self, x, state):
-        """One inner step from every cached state for every token: (B, S, n, d), or None with an empty cache."""
+        """One inner step from each of the first m slots for every token, (B, m, n, d), or None with an empty
+        cache. Slots fill in order and wrap only once all are full, so the first m = min(max_segments,
+        most cached) hold every filled slot of every row; the empty ones among them are masked in ``_mix``."""
         if not bool((state.n_cached > 0).any()):
             return None
-        B, n, d = x.shape
-        S = self.max_segments
-        rows = tuple(t.unsqueeze(2).expand(B, S, n, *t.shape[2:]).reshape(B * S * n, *t.shape[2:])
-                     for t in state.cache)
-        cached = unflatten_state(self.mixer.init_state(1, device="meta", dtype=x.dtype), list(rows))
-        xs = x.unsqueeze(1).expand(B, S, n, d).reshape(B * S * n, 1, d)
-        y, _ = self.mixer(xs, cached)  # (B*S*n, 1, d)
-        return y.reshape(B, S, n, d)
+        m = min(self.max_segments, int(state.n_cached.max()))
+        template = self.mixer.init_state(1, device="meta", dtype=x.dtype)
+        return self.mixer.read(x, unflatten_state(template, [c[:, :m] for c in state.cache]))
 
     def _mix(self, u, r_on, y_on, y_cached, state):
-        """u, r_on (B, n, d_r), y_on (B, n, d), y_cached (B, S, n, d) or None -> y (B, n, d)."""
+        """u, r_on (B, n, d_r), y_on (B, n, d), y_cached (B, m, n, d) for the first m slots or None -> y (B, n, d)."""
         if y_cached is None:
             return y_on
+        m = y_cached.shape[1]
         scale = 1 / math.sqrt(self.d_r)
         s_on = (u * r_on).sum(-1, keepdim=True) * scale  # (B, n, 1)
-        s_cached = torch.einsum("bnr,bsr->bns", u, state.summary) * scale  # (B, n, S)
-        valid = torch.arange(self.max_segments, device=u.device) < state.n_cached[:, None]  # (B, S)
+        s_cached = torch.einsum("bnr,bsr->bns", u, state.summary[:, :m]) * scale  # (B, n, m)
+        valid = torch.arange(m, device=u.device) < state.n_cached[:, None]  # (B, m)
         s_cached = s_cached.masked_fill(~valid[:, None, :], -torch.inf)
         if self.aggregation == "sparse":
-            s_cached = keep_top_k(s_cached, min(self.top_k, self.max_segments))
-        gamma = torch.softmax(torch.cat([s_on, s_cached], dim=-1), dim=-1)  # (B, n, 1 + S)
+            s_cached = keep_top_k(s_cached, min(self.top_k, m))
+        gamma = torch.softmax(torch.cat([s_on, s_cached], dim=-1), dim=-1)  # (B, n, 1 + m)
         y = gamma[..., :1] * y_on + torch.einsum("bns,bsnd->bnd", gamma[..., 1:], y_cached)
         return y
 

@@ -106,3 +106,13 @@ class RetNet(Mixer):
         kv = gamma * state.kv + k.unsqueeze(-1) * v.unsqueeze(-2)  # (B, H, K, V)
         o = torch.einsum("bhk,bhkv->bhv", q * self.head_k ** -0.5, kv)  # (B, H, V)
         return self._out(o, x_t), RetNetState(kv, state.pos + 1)
+
+    def read(self, x, states):
+        """``Mixer.read`` without copies: the step's o = gamma_h kv^T q_t scale + (q_t . k_t) v_t scale is
+        linear in the old kv (q_t, k_t rotated to each slot's position), so one einsum reads every slot.
+        x (B, n, d_model), states: kv (B, S, H, K, V), pos (B, S) -> y (B, S, n, d_model)."""
+        q, k, v = self._qkv(x.unsqueeze(1), states.pos.unsqueeze(-1))  # (B, S, n, H, K) x 2, (B, 1, n, H, V)
+        q = q * self.head_k ** -0.5
+        gamma = self._log_gamma(x).exp()[:, None]  # (H, 1)
+        o = gamma * torch.einsum("bsnhk,bshkv->bsnhv", q, states.kv) + (q * k).sum(-1, keepdim=True) * v
+        return self._out(o, x.unsqueeze(1))  # o (B, S, n, H, V)

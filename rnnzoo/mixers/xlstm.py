@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnzoo.errors import ConfigError
-from rnnzoo.mixers.base import Mixer, check_choice, check_int
+from rnnzoo.mixers.base import Mixer, check_choice, check_int, token_rows
 from rnnzoo.mixers.components import ShortConv
 from rnnzoo.mixers.registry import register_mixer
 from rnnzoo.ops.mlstm import mlstm
@@ -165,6 +165,30 @@ class MLSTM(Mixer):
         den = torch.maximum(s * (q * n).sum(-1).abs(), torch.exp(-m.clamp(min=0))) + s * EPS  # (B, H)
         h = num / den[..., None]  # (B, H, D)
         return self._output(h, conv_out, z), MLSTMBlockState(C, n, m, window)
+
+    def read(self, x, states):
+        """``Mixer.read`` without copying the memories: the step's C_t^T q_t = f' C^T q_t + i' (q_t . k_t) v_t is
+        linear in the old C. Everything else (the gates, n, m, the conv window) is small, so ``_step``'s
+        arithmetic runs on B S n rows, with one einsum reading every slot's C.
+        x (B, n, d_model), states: C (B, S, H, D, D), n (B, S, H, D), m (B, S, H), conv -> y (B, S, n, d_model)."""
+        batch, steps, _ = x.shape
+        slots = states.C.shape[1]
+        x, (n, m, window) = token_rows(x, (states.n, states.m, states.conv), slots)  # rows R = B S n
+        xm, z = self.up_proj(x).chunk(2, dim=-1)  # (R, E) each
+        conv_out, _ = self.conv.step(xm, window)  # (R, E)
+        q, k, v, i, f = self._inputs(xm, conv_out)  # (R, H, D) x 3, (R, H) x 2
+        q = q * self.head_dim ** -0.5
+        log_f = F.logsigmoid(f) if self.forget == "sigmoid" else f  # (R, H)
+        m_new = torch.maximum(log_f + m, i)  # (R, H)
+        f_gate = torch.exp(log_f + m - m_new)[..., None]  # (R, H, 1)
+        i_gate = torch.exp(i - m_new)[..., None]  # (R, H, 1)
+        qC = torch.einsum("bsnhd,bshde->bsnhe", q.unflatten(0, (batch, slots, steps)), states.C).flatten(0, 2)
+        qC = f_gate * qC + i_gate * (q * k).sum(-1, keepdim=True) * v  # (R, H, D), C_t^T q_t
+        qn = (q * (f_gate * n + i_gate * k)).sum(-1)  # (R, H), n_t^T q_t
+        s = torch.exp(m_new.clamp(max=0))  # (R, H), scaling as in _step
+        den = torch.maximum(s * qn.abs(), torch.exp(-m_new.clamp(min=0))) + s * EPS  # (R, H)
+        h = s[..., None] * qC / den[..., None]  # (R, H, D)
+        return self._output(h, conv_out, z).unflatten(0, (batch, slots, steps))
 
 
 class SLSTMConvState(NamedTuple):
