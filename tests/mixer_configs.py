@@ -117,7 +117,7 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
     "memory_cache": [
         {"inner_options": {"n_heads": 2}, "segment_len": 3, "max_segments": 2},
         {"inner": "gru", "segment_len": 2, "max_segments": 3, "aggregation": "sparse", "top_k": 1, "d_r": 4},
-        {"inner": "deltanet", "inner_options": {"n_heads": 2, "mode": "recurrent"}, "segment_len": 5},
+        {"inner": "deltanet", "inner_options": {"n_heads": 2, "mode": "recurrent"}, "segment_len": 5, "max_segments": 2},
     ],
     "rmt": [
         {"backbone_layers": 1, "n_heads": 2, "n_mem": 2, "segment_len": 3},
@@ -148,9 +148,9 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"mode": "sequential"},
     ],
     "transformer": [
-        {"n_heads": 2, "max_len": 16},
-        {"n_heads": 2, "window": 4},
-        {"max_len": 16, "rotary": False},
+        {"n_heads": 2, "max_len": 17, "block_size": 5},
+        {"n_heads": 2, "window": 11, "block_size": 6, "n_persistent": 2},
+        {"max_len": 16, "rotary": False, "n_persistent": 3},
     ],
     "hopfield": [
         {"n_heads": 2, "max_len": 16},
@@ -166,6 +166,19 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"n_heads": 2, "d_mem": 2},
         {"n_heads": 2, "n_mem_layers": 3, "d_mem": 2, "chunk_size": 3},
         {"n_heads": 2, "n_mem_layers": 1, "use_short_conv": False, "chunk_size": 1, "mode": "recurrent"},
+    ],
+    "titans_mag": [
+        {"n_heads": 2, "window": 4, "n_mem_layers": 1, "chunk_size": 2, "conv_size": 2},
+        {"n_heads": 2, "window": 3, "n_persistent": 2, "d_mem": 2, "use_short_conv": False, "mode": "recurrent"},
+    ],
+    "titans_mal": [
+        {"n_heads": 2, "window": 4, "n_mem_layers": 1, "chunk_size": 2, "conv_size": 2},
+        {"n_heads": 2, "window": 3, "n_persistent": 2, "d_mem": 2, "use_short_conv": False, "mode": "recurrent"},
+    ],
+    "titans_mac": [
+        {"n_heads": 2, "segment_len": 4, "n_mem_layers": 1, "chunk_size": 3, "conv_size": 2},
+        {"n_heads": 2, "segment_len": 2, "n_persistent": 2, "d_mem": 2, "use_short_conv": False, "rotary": False,
+         "mode": "recurrent"},
     ],
 }
 

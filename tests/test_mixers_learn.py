@@ -25,6 +25,9 @@ CASES = [
     ("paralstm", 1, {}, 0.5),
     ("lm2", 1, {"residual": True, "n_slots": 8}, 0.25),
     ("titans", 1, {"n_heads": 2}, 0.25),
+    ("titans_mag", 1, {"residual": True, "n_heads": 2, "window": 16, "n_mem_layers": 1}, 0.25),
+    ("titans_mal", 1, {"residual": True, "n_heads": 2, "window": 16, "n_mem_layers": 1}, 0.25),
+    ("titans_mac", 1, {"residual": True, "n_heads": 2, "segment_len": 16, "n_mem_layers": 1}, 0.25),
     ("transformer", 1, {"residual": True, "n_heads": 2}, 0.25),
     ("hopfield", 1, {"residual": True, "n_heads": 2}, 0.25),
 ]

@@ -16,10 +16,10 @@ sequence, so the state carries the step count and the anchor weights besides M_t
 sit at different places in their chunks is run in groups of rows that share one. The memory's initial
 weights M_0 are parameters, learned by the outer loop: an MLP that starts at zero never moves.
 
+The combinations with attention (memory as a context, a gate, a layer: MAC, MAG, MAL) are in titans_hybrid.py;
+they read the memory without writing it through ``retrieve``.
+
 Left for later:
-- the combinations with attention: memory as a context (MAC), as a gate (MAG) and as a layer before sliding
-  window attention (MAL);
-- persistent memory tokens (learned, input-independent tokens prepended to the sequence);
 - gates that are functions of the chunk instead of the token, and the memory variants of the paper's section
   5.5 (residual connections or other architectures inside M).
 """
@@ -37,7 +37,7 @@ from rnnzoo.mixers.deltanet import l2norm
 from rnnzoo.mixers.linear_attention import check_heads
 from rnnzoo.mixers.registry import register_mixer
 from rnnzoo.mixers.state import flatten_state, select_state, unflatten_state
-from rnnzoo.ops.titans import MemoryState, memory_step, titans_memory
+from rnnzoo.ops.titans import MemoryState, memory_step, mlp, titans_memory
 
 NORM_EPS = 1e-5
 # Gates at the start of training: a slow inner learning rate (a chunk's C gradients add up, and momentum
@@ -138,6 +138,19 @@ class Titans(Mixer):
         memory = MemoryState(state.weights, state.momentum, state.anchor)
         o, memory = memory_step(q, k, v, eta, theta, alpha, memory, refresh)  # (B, H, V)
         return self._output(o, x_t), TitansState(*memory, state.pos + 1, conv)
+
+    def retrieve(self, x: torch.Tensor, weights: tuple) -> torch.Tensor:
+        """Read the memory without writing to it (the paper's M*): x (B, T, d_model) -> (B, T, d_model), with
+        ``weights`` a TitansState's weights, or a copy of them kept from an earlier point of the sequence.
+
+            q_t = l2norm(SiLU(W_q x_t)),   y_t = W_o (RMSNorm(M(q_t)) * SiLU(W_g x_t))
+
+        The projections are the ones ``forward`` uses, without the short convolution: its window belongs to
+        the stream that writes the memory, and a read-only query leaves the state alone.
+        """
+        q = l2norm(F.silu(self.q_proj(x)).unflatten(-1, (self.n_heads, self.head_k)))  # (B, T, H, K)
+        o = mlp(weights, q.transpose(1, 2)).transpose(1, 2)  # (B, T, H, V)
+        return self._output(o, x)
 
     def _inputs(self, x, conv, step=False):
         """x (B, T, d_model), or x_t (B, d_model) with step=True; ``...`` below is (B, T) or (B,).
