@@ -57,13 +57,15 @@ MODELS = {
     "paragru": dict(BLOCK, d_model=224), "paralstm": dict(BLOCK, d_model=224), "lmu": dict(BLOCK, d_model=192),
     "esn": dict(BLOCK, d_model=192),
     # The training loop carries the state from batch to batch, so attention needs a sliding window to keep
-    # its cache bounded; RMT/ARMT are one transformer block each (their own MLP), two of them. Memory caching
-    # reads every cached state for every token (B x max_segments x segment_len inner steps at once): with the
-    # defaults (16 x 64) a batch of 32 needed over 24 GB, so it gets 4 segments of 32 here.
+    # its cache bounded (Titans' MAG and MAL too; MAC attends within segments); RMT/ARMT are one transformer
+    # block each (their own MLP), two of them.
     "transformer": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
     "hopfield": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
     "lm2": dict(BLOCK, d_model=192), "titans": dict(BLOCK, d_model=192),
-    "memory_cache": dict(BLOCK, d_model=192, mixer_options={"max_segments": 4, "segment_len": 32}),
+    "titans_mag": dict(BLOCK, d_model=160, mixer_options={"window": 256}),
+    "titans_mal": dict(BLOCK, d_model=168, mixer_options={"window": 256}),
+    "titans_mac": dict(BLOCK, d_model=160),
+    "memory_cache": dict(BLOCK, d_model=192),
     "rmt": dict(XLSTM, d_model=192, mixer_options={"backbone_layers": 1}),
     "armt": dict(XLSTM, d_model=192, mixer_options={"backbone_layers": 1}),
 }
@@ -71,7 +73,8 @@ GROUPS = {"classic": ["lstm", "gru", "elman", "jordan", "indrnn"],
           "parallel": ["mingru", "minlstm", "linear_attention", "retnet", "gla", "rwkv6", "rwkv7", "deltanet",
                        "gated_deltanet", "deltaproduct", "mlstm", "slstm"],
           "ssm": ["s4d", "mamba", "mamba2", "paragru", "paralstm", "lmu", "esn"],
-          "memory": ["transformer", "hopfield", "lm2", "titans", "memory_cache", "rmt", "armt"]}
+          "memory": ["transformer", "hopfield", "lm2", "titans", "titans_mag", "titans_mal", "titans_mac",
+                     "memory_cache", "rmt", "armt"]}
 COMMON = dict(n_layers=2, batch_size=32, seq_len=128, lr=3e-3, min_lr=1e-4, warmup_steps=100,
               weight_decay=0.01, grad_clip=1.0, dropout=0.1, eval_batches=20, log_every=25, save_every=0, seed=0)
 
