@@ -73,6 +73,11 @@ def test_config_rejects_values_out_of_range(key, value):
         TrainConfig.from_dict({key: value})
 
 
+def test_config_refuses_a_gradient_horizon_past_the_chunk_without_carried_state():
+    with pytest.raises(ConfigError, match="carry_state"):
+        TrainConfig.from_dict({"seq_len": 8, "bptt": 12, "carry_state": False})
+
+
 def test_overrides_are_typed_and_round_trip_through_json():
     cfg = TrainConfig.from_overrides(["steps=5", "lr=1e-3", "betas=0.8,0.9", "bptt=none", "residual=true",
                                       "mixer_options={'hidden_size': 8}", "out_dir=123", "data=none"],
@@ -156,6 +161,38 @@ def test_evaluate_equals_one_forward_per_stream():
     assert model.training
     with pytest.raises(ConfigError):
         evaluate(model, ids, 3, 7, max_batches=0)
+
+
+def test_evaluate_without_carried_state_scores_each_chunk_alone():
+    model = tiny_model(vocab=5)
+    ids = torch.randint(0, 5, (203,), generator=torch.Generator().manual_seed(0))
+    batches = StreamBatches(ids, 3, 7)
+    xs, ys = zip(*(batches.get(i)[:2] for i in range(len(batches))))
+    x, y = torch.stack(xs, 1).flatten(0, 1), torch.stack(ys, 1).flatten(0, 1)  # (3 n, 7): every chunk a sequence
+    with torch.no_grad():
+        want = F.cross_entropy(model(x)[0].flatten(0, 1), y.flatten()).item()
+    got = evaluate(model, ids, 3, 7, carry_state=False)
+    assert got == pytest.approx(want, rel=1e-5)
+    assert got != pytest.approx(evaluate(model, ids, 3, 7), rel=1e-5)  # the carried state does matter here
+
+
+def test_training_without_carried_state_starts_every_chunk_fresh(data, tmp_path, monkeypatch):
+    """Every forward of the run, training and evaluation, gets state None; with the default, later ones do not."""
+    seen = {}
+    for carry in (False, True):
+        states = seen[carry] = []
+        forward = LanguageModel.forward
+
+        def spy(self, tokens, state=None, states=states, forward=forward):
+            states.append(state is None)
+            return forward(self, tokens, state)
+
+        monkeypatch.setattr(LanguageModel, "forward", spy)
+        cfg = dict(TINY, bptt=None, carry_state=carry, save_every=0)
+        train(TrainConfig(**cfg, data=data, out_dir=str(tmp_path / str(carry))), progress=False)
+        monkeypatch.setattr(LanguageModel, "forward", forward)
+    assert all(seen[False]) and len(seen[False]) > TINY["steps"]
+    assert not all(seen[True])
 
 
 def test_unigram_entropy():

@@ -30,6 +30,10 @@ class TrainConfig:
         the chunk's k1 tokens (the only ones scored) sends gradients up to k2 steps back.
       * k2 < k1: the state is detached every k2 tokens inside the chunk; one update still covers k1 tokens.
 
+    ``carry_state=False`` starts every chunk, in training and in evaluation, from a fresh state instead: each
+    chunk of ``seq_len`` tokens is an independent sequence, as attention models are trained. Mixers without
+    forgetting (plain linear attention) need it: carried through a whole text, their state sums all of it.
+
     The learning rate warms up linearly over ``warmup_steps``, then follows a cosine from ``lr`` down to
     ``min_lr`` at ``decay_steps`` (default ``steps``). ``eval_every``/``save_every`` of 0 mean only at the end;
     ``eval_batches=None`` evaluates on the whole validation split. ``data=None`` is the default corpus.
@@ -51,6 +55,7 @@ class TrainConfig:
     batch_size: int = 32
     seq_len: int = 64
     bptt: int | None = None
+    carry_state: bool = True
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_steps: int = 50
@@ -84,6 +89,9 @@ class TrainConfig:
         for key in ("warmup_steps", "eval_every", "save_every", "seed"):
             if getattr(self, key) < 0:
                 fail(key, "must be >= 0", f"set {key} to 0 or more")
+        if not self.carry_state and self.bptt is not None and self.bptt > self.seq_len:
+            fail("bptt", f"must be <= seq_len={self.seq_len} with carry_state=false",
+                 "a fresh state per chunk has no earlier tokens to reach back to; drop bptt or carry the state")
         if not self.mlp_ratio >= 0:
             fail("mlp_ratio", "must be >= 0", "use e.g. mlp_ratio=4, or 0 for residual blocks without an MLP")
         if not 0 <= self.dropout < 1:

@@ -12,13 +12,14 @@ from rnnzoo.tasks.text import StreamBatches
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, ids: torch.Tensor, batch_size: int, seq_len: int,
-             max_batches: int | None = None) -> float:
+             max_batches: int | None = None, carry_state: bool = True) -> float:
     """Mean cross-entropy in nats/char of ``model`` on ``ids``.
 
     The ids are read as ``batch_size`` contiguous streams, ``seq_len`` tokens at a time, with the state carried
     from batch to batch, so each character is predicted from everything before it in its stream, exactly as
-    one forward over the whole stream would (by the mixer contract). ``max_batches`` scores only the first
-    batches. Dropout is off while scoring; the model's train/eval mode is restored afterwards.
+    one forward over the whole stream would (by the mixer contract); with ``carry_state=False`` every batch
+    starts from a fresh state, so a character sees only the earlier ones of its chunk. ``max_batches`` scores
+    only the first batches. Dropout is off while scoring; the model's train/eval mode is restored afterwards.
     """
     if max_batches is not None and (not isinstance(max_batches, int) or isinstance(max_batches, bool)
                                     or max_batches < 1):
@@ -32,7 +33,7 @@ def evaluate(model: torch.nn.Module, ids: torch.Tensor, batch_size: int, seq_len
     try:
         for i in range(n):
             x, y, _ = batches.get(i)  # (B, T), (B, T)
-            logits, state = model(x.to(device), state)  # (B, T, V)
+            logits, state = model(x.to(device), state if carry_state else None)  # (B, T, V)
             total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum").item()
             count += y.numel()
     finally:

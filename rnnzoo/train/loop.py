@@ -147,7 +147,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, ove
                 stopping_together = True
                 raise KeyboardInterrupt
             x, y, reset = batches.get(step)
-            if reset:
+            if reset or not cfg.carry_state:
                 carry = Carry.fresh(x.shape[0], ctx.device)
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
@@ -178,7 +178,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, ove
                        "tokens_per_s": interval_steps * tokens_per_step / interval_time}
                 if evaluating and ctx.is_main:
                     row["val_loss"] = evaluate(model, val_ids, val_rows, cfg.seq_len,
-                                               None if final else cfg.eval_batches)
+                                               None if final else cfg.eval_batches, cfg.carry_state)
                     row["val_bpc"] = bits_per_char(row["val_loss"])
                 barrier(ctx)
                 history.append(row)
