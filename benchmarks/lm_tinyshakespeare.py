@@ -48,7 +48,10 @@ MODELS = {
     # 2018 constrain |u| the same way).
     "indrnn": dict(CLASSIC, d_model=724, mixer_options={"recurrent_max": 1.0}),
     "mingru": dict(BLOCK, d_model=224), "minlstm": dict(BLOCK, d_model=224),
-    "linear_attention": dict(BLOCK, d_model=192), "retnet": dict(BLOCK, d_model=176), "gla": dict(BLOCK, d_model=192),
+    "linear_attention": dict(BLOCK, d_model=192),
+    # no forgetting: carried through the whole text its state sums all of it, so it also runs chunk by chunk
+    "linear_attention_fresh": dict(BLOCK, d_model=192, mixer="linear_attention", carry_state=False),
+    "retnet": dict(BLOCK, d_model=176), "gla": dict(BLOCK, d_model=192),
     "rwkv6": dict(BLOCK, d_model=192), "rwkv7": dict(BLOCK, d_model=192), "deltanet": dict(BLOCK, d_model=192),
     "gated_deltanet": dict(BLOCK, d_model=192), "deltaproduct": dict(BLOCK, d_model=176),
     "mlstm": dict(XLSTM, d_model=288), "slstm": dict(XLSTM, d_model=240),
@@ -79,8 +82,11 @@ COMMON = dict(n_layers=2, batch_size=32, seq_len=128, lr=3e-3, min_lr=1e-4, warm
               weight_decay=0.01, grad_clip=1.0, dropout=0.1, eval_batches=20, log_every=25, save_every=0, seed=0)
 
 
-def config(mixer: str, steps: int, out_dir: str, eval_every: int, max_minutes: float | None = None) -> TrainConfig:
-    return TrainConfig.from_dict(dict(COMMON, **MODELS[mixer], data=str(DATA), mixer=mixer, steps=steps,
+def config(name: str, steps: int, out_dir: str, eval_every: int, max_minutes: float | None = None) -> TrainConfig:
+    """The TrainConfig of the model ``name`` in MODELS (its mixer is ``name`` unless the entry says otherwise)."""
+    spec = dict(MODELS[name])
+    mixer = spec.pop("mixer", name)
+    return TrainConfig.from_dict(dict(COMMON, **spec, data=str(DATA), mixer=mixer, steps=steps,
                                       out_dir=out_dir, eval_every=eval_every, max_minutes=max_minutes))
 
 
@@ -107,7 +113,7 @@ def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
     print(f"{mixer}: val {res.val_loss:.4f} nats/char after {res.steps} steps, {cpu:.0f} CPU s, {wall:.0f} s wall",
           flush=True)
     tokens = res.steps * COMMON["batch_size"] * COMMON["seq_len"]
-    return {"mixer": mixer, **MODELS[mixer], "params": res.params, "steps": res.steps, "tokens": tokens,
+    return {**MODELS[mixer], "mixer": mixer, "params": res.params, "steps": res.steps, "tokens": tokens,
             "wall_s": wall, "cpu_s": cpu, "tokens_per_s": res.tokens_per_s, "tokens_per_cpu_s": tokens / cpu,
             "val_nats_per_char": res.val_loss, "val_bits_per_char": res.bits_per_char, "threads": threads,
             "history": [{k: h.get(k) for k in ("step", "train_loss", "val_loss")} for h in res.history]}
