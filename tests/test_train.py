@@ -195,6 +195,20 @@ def test_training_without_carried_state_starts_every_chunk_fresh(data, tmp_path,
     assert not all(seen[True])
 
 
+def test_memory_layers_reach_the_model_and_its_checkpoint(data, tmp_path):
+    cfg = TrainConfig.from_overrides(["memory_layers=[1]", "memory_options={\"n_keys\": 4, \"top_k\": 2}",
+                                      "residual=true"], dict(TINY, bptt=None, steps=2, save_every=0, data=data,
+                                                             out_dir=str(tmp_path)))
+    assert cfg.memory_layers == [1]
+    result = train(cfg, progress=False)
+    assert result.model.config.memory_layers == [1] and result.model.config.memory_options["n_keys"] == 4
+    assert type(result.model.stack.layers[1].mlp).__name__ == "ProductKeyMemory"
+    assert_same_weights(load_checkpoint(tmp_path / "checkpoint").model, result.model)
+    with pytest.raises(ConfigError, match="memory_layers"):
+        train(TrainConfig(**dict(TINY, memory_layers=[5]), data=data, out_dir=str(tmp_path / "bad")),
+              progress=False)
+
+
 def test_unigram_entropy():
     assert unigram_entropy(torch.tensor([0, 1, 2, 3] * 5), 6) == pytest.approx(2.0)
     p = torch.tensor([0.75, 0.25])

@@ -14,6 +14,7 @@ from rnnzoo.errors import ConfigError
 # What a field's annotation (a string, from ``from __future__ import annotations``) accepts, for messages.
 _KIND_WORDS = {
     "int": "an int", "float": "a number", "bool": "true or false", "str": "a string", "dict": "a dict",
+    "list": "a list, e.g. [1]",
     "tuple[float, float]": "two numbers, e.g. 0.9,0.99",
 }
 _PLAIN_TYPES = {"bool": bool, "str": str, "dict": dict}
@@ -37,7 +38,9 @@ class TrainConfig:
     The learning rate warms up linearly over ``warmup_steps``, then follows a cosine from ``lr`` down to
     ``min_lr`` at ``decay_steps`` (default ``steps``). ``eval_every``/``save_every`` of 0 mean only at the end;
     ``eval_batches=None`` evaluates on the whole validation split. ``data=None`` is the default corpus.
-    ``mlp_ratio`` sizes the MLP of each residual block (``residual=True``; 0 drops it).
+    ``mlp_ratio`` sizes the MLP of each residual block (``residual=True``; 0 drops it). ``memory_layers``
+    (block indices, e.g. ``[1]``) put a product-key memory layer in place of those blocks' MLP, with
+    ``memory_options`` for it (``n_keys``, ``k_dim``, ``top_k``, ``n_heads``).
     ``max_minutes`` is a wall-clock budget for this invocation (evaluation included): when it runs out, the
     current step is the last one (evaluated and saved as usual) and ``--resume`` can continue later.
     """
@@ -51,6 +54,8 @@ class TrainConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     mixer_options: dict = field(default_factory=dict)
+    memory_layers: list = field(default_factory=list)
+    memory_options: dict = field(default_factory=dict)
     steps: int = 1000
     batch_size: int = 32
     seq_len: int = 64
@@ -184,6 +189,8 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
         return value
     if base == "float" and is_number:
         return float(value)
+    if base == "list" and isinstance(value, (list, tuple)):
+        return list(value)
     if base in _PLAIN_TYPES and isinstance(value, _PLAIN_TYPES[base]):
         if base == "dict" and not all(isinstance(k, str) for k in value):
             raise ConfigError(f"train config: {key} must have string keys, got {value!r}")

@@ -111,7 +111,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, ove
     # Model and optimizer. Every rank uses the same seed, so the initial weights agree.
     torch.manual_seed(cfg.seed)
     model = LanguageModel(len(vocab), cfg.mixer, cfg.d_model, cfg.n_layers, residual=cfg.residual,
-                          mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, **cfg.mixer_options).to(ctx.device)
+                          mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, memory_layers=cfg.memory_layers,
+                          memory_options=cfg.memory_options, **cfg.mixer_options).to(ctx.device)
     optimizer = make_optimizer(model, cfg)
 
     step, carry, history = 0, Carry.fresh(cfg.batch_size // ctx.world_size, ctx.device), []
