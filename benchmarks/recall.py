@@ -15,7 +15,6 @@ Writes benchmarks/results/recall[_quick][_TAG].json and prints the table.
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import os
 import random
@@ -34,6 +33,8 @@ import rnnzoo.blocks  # noqa: E402,F401  (registers rmt and armt)
 from rnnzoo.mixers import available_mixers  # noqa: E402
 from rnnzoo.models import LanguageModel  # noqa: E402
 from rnnzoo.tasks.recall import RecallTask, recall_accuracy  # noqa: E402
+from rnnzoo.train import TrainConfig  # noqa: E402
+from rnnzoo.train.loop import lr_at  # noqa: E402
 
 TASK = RecallTask(n_pairs=8, n_keys=64, n_values=64, n_filler=16)
 SIZES = {
@@ -105,21 +106,21 @@ def run_one(name: str, size: dict, threads: int, seed: int) -> dict:
     start = time.process_time()
     calibration = 2 * len(size["train"])
     losses, step, steps = [], 0, None
+    # calibration ends well inside the warm-up, which does not depend on the number of steps
+    schedule = TrainConfig(lr=LR, min_lr=MIN_LR, warmup_steps=WARMUP, steps=WARMUP)
     while True:
         used = time.process_time() - start
         if steps is None and step == calibration:
             steps = max(step + 1, int(step * budget / max(used, 1e-9)))  # the distances cycle, so this is fair
+            schedule = TrainConfig(lr=LR, min_lr=MIN_LR, warmup_steps=WARMUP, steps=steps)
         if (steps is not None and step >= steps) or used > 1.5 * budget:
             break
         if step < calibration:
             distance = size["train"][step % len(size["train"])]
         else:
             distance = pick.choice(size["train"])
-        progress = 0.0 if steps is None else min(1.0, step / steps)
-        lr = LR * min(1.0, (step + 1) / WARMUP) if step < WARMUP else \
-            MIN_LR + 0.5 * (LR - MIN_LR) * (1 + math.cos(math.pi * progress))
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr_at(step, schedule)
         losses.append(train_step(model, optimizer, TASK, size["batch"], distance, gen))
         step += 1
     cpu = time.process_time() - start
