@@ -47,12 +47,15 @@ def assert_states_equal(got, want):
         torch.testing.assert_close(a, b, **TIGHT)
 
 
+SLIDING_OPTIONS = [{"window": 3, "n_mem_layers": 1, "chunk_size": 2},
+                   {"window": 4, "d_mem": 3, "n_persistent": 2, "rotary": False}]
+
+
 def warm(mixer, seed=5):
     return mixer(randn(B, 3, D, seed=seed))[1]
 
 
-@pytest.mark.parametrize("options", [{"window": 3, "n_mem_layers": 1, "chunk_size": 2},
-                                     {"window": 4, "d_mem": 3, "n_persistent": 2, "rotary": False}])
+@pytest.mark.parametrize("options", SLIDING_OPTIONS)
 def test_mag_is_attention_and_memory_mixed_by_the_gate(options):
     mixer = make("titans_mag", **options)
     x, s0 = randn(B, 7, D), warm(mixer)
@@ -63,8 +66,7 @@ def test_mag_is_attention_and_memory_mixed_by_the_gate(options):
     assert_states_equal(s, (s_att, s_mem))
 
 
-@pytest.mark.parametrize("options", [{"window": 3, "n_mem_layers": 1, "chunk_size": 2},
-                                     {"window": 4, "d_mem": 3, "n_persistent": 2, "rotary": False}])
+@pytest.mark.parametrize("options", SLIDING_OPTIONS)
 def test_mal_is_memory_then_attention(options):
     mixer = make("titans_mal", **options)
     x, s0 = randn(B, 7, D), warm(mixer)
