@@ -41,3 +41,7 @@ class CheckpointError(RnnzooError, ValueError):
 
 class DivergedError(RnnzooError, RuntimeError):
     """Training produced a non-finite loss."""
+
+
+class NotFittedError(ConfigError, AttributeError):
+    """predict / score before fit (an AttributeError as in scikit-learn, a ConfigError as in rnnzoo)."""

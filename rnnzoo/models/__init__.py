@@ -1,4 +1,6 @@
-"""Whole models built from mixer stacks."""
+"""Models: a mixer stack with an input layer and a task head."""
+from rnnzoo.models.classifier import ClassifierConfig, ClassifierNet
+from rnnzoo.models.forecast import ForecastNet
 from rnnzoo.models.lm import LanguageModel, LMConfig
 
-__all__ = ["LanguageModel", "LMConfig"]
+__all__ = ["ClassifierConfig", "ClassifierNet", "ForecastNet", "LMConfig", "LanguageModel"]
