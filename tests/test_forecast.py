@@ -212,6 +212,23 @@ def test_normal_intervals_match_white_noise():
     assert out.lstm.mean() == pytest.approx(5, abs=0.6)
 
 
+def test_series_scaling_uses_the_whole_history_and_is_invariant_to_affine_changes():
+    df = seasonal(60, ids=("a", "b"))
+    shifted = df.assign(y=lambda d: d.y * np.where(d.unique_id == "a", 100.0, 0.01) + 7)
+    for scale_by in ("window", "series"):
+        kw = dict(h=4, input_size=8, scale_by=scale_by, level=[80], **{**FAST, "max_steps": 30})
+        a, b = Forecaster(**kw).fit(df).predict(), Forecaster(**kw).fit(shifted).predict()
+        factor = np.where(a.unique_id == "a", 100.0, 0.01)
+        for col in ("lstm", "lstm-lo-80", "lstm-hi-80"):
+            np.testing.assert_allclose(b[col], a[col] * factor + 7, rtol=2e-3, atol=1e-3)
+    fc = Forecaster(h=4, input_size=8, scale_by="series", **{**FAST, "max_steps": 5}).fit(df)
+    want = df.groupby("unique_id").y.agg(["mean", "std"])
+    np.testing.assert_allclose(fc.state_.loc[:, 0], want["mean"], rtol=1e-5)
+    np.testing.assert_allclose(fc.state_.scale[:, 0], want["std"] * np.sqrt(59 / 60), rtol=1e-5)
+    with pytest.raises(ConfigError, match="scale_by must be 'window'"):
+        Forecaster(h=2, scale_by="panel")
+
+
 def test_same_seed_same_forecast_and_different_seed_differs():
     df = seasonal(60)
     a = Forecaster(h=6, input_size=12, seed=7, **{**FAST, "max_steps": 30}).fit(df).predict()

@@ -8,7 +8,8 @@
     fc.predict(state=saved_state)                 # continue from a saved state without the history
 
 One global model is trained on windows sampled from every series (input_size context steps, then h targets);
-each window is scaled by the statistics of its context (``scaler``). See rnnzoo/models/forecast.py for the two
+each window is scaled by the statistics of its context (``scaler``, ``scale_by="window"``) or of its whole
+series (``scale_by="series"``: the history given to fit or predict). See rnnzoo/models/forecast.py for the two
 strategies and rnnzoo/models/distributions.py for the likelihoods.
 """
 from __future__ import annotations
@@ -62,6 +63,7 @@ def _check_levels(level) -> list:
 class Forecaster:
     def __init__(self, mixer: str = "lstm", h: int = 1, input_size: int | None = None, *,
                  strategy: str = "recursive", loss: str = "normal", level=(80, 95), scaler: str | None = "standard",
+                 scale_by: str = "window",
                  freq=None, d_model: int = 64, n_layers: int = 1, residual: bool = False, dropout: float = 0.0,
                  decoder_hidden: int = 128, max_steps: int = 500, batch_size: int = 64, lr: float = 1e-3,
                  weight_decay: float = 0.0, grad_clip: float = 1.0, val_check_steps: int = 50,
@@ -81,6 +83,9 @@ class Forecaster:
             raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(HEADS)}")
         if scaler not in SCALERS:
             raise ConfigError(f"unknown scaler {scaler!r}; choose one of {SCALERS}")
+        if scale_by not in ("window", "series"):
+            raise ConfigError(f"scale_by must be 'window' (each window's context) or 'series' (the whole history), "
+                              f"got {scale_by!r}")
         if loss == "negative_binomial" and scaler not in ("mean_abs", None):
             raise ConfigError("loss='negative_binomial' models counts, which a shift would break: use "
                               "scaler='mean_abs' or None")
@@ -89,6 +94,7 @@ class Forecaster:
                               "the recursive strategy would need: use strategy='direct'")
         self.level = _check_levels(level)
         self.h, self.input_size, self.strategy, self.loss, self.scaler = h, input_size, strategy, loss, scaler
+        self.scale_by = scale_by
         self.freq = freq
         self.net_options = dict(mixer=mixer, d_model=d_model, n_layers=n_layers, residual=residual,
                                 dropout=dropout, decoder_hidden=decoder_hidden, **mixer_options)
@@ -228,8 +234,10 @@ class Forecaster:
 
     def _tensors(self, panel: Panel) -> dict:
         y = torch.from_numpy(panel.y)
-        return dict(obs=~torch.isnan(y), y=torch.nan_to_num(y), futr=torch.from_numpy(panel.futr),
-                    hist=torch.from_numpy(panel.hist), static=torch.from_numpy(panel.static))
+        obs, y = ~torch.isnan(y), torch.nan_to_num(y)
+        loc, scale = scale_stats(y, obs, self.scaler)  # (S, 1): used when scale_by == "series"
+        return dict(obs=obs, y=y, futr=torch.from_numpy(panel.futr), hist=torch.from_numpy(panel.hist),
+                    static=torch.from_numpy(panel.static), loc=loc, scale=scale)
 
     def _window_loss(self, t: dict, pick: torch.Tensor) -> torch.Tensor:
         C, L = self.input_size, self.input_size + self.h
@@ -237,7 +245,10 @@ class Forecaster:
         y, obs = t["y"][series[:, None], pos], t["obs"][series[:, None], pos]  # (B, L)
         futr, hist = t["futr"][series[:, None], pos], t["hist"][series[:, None], pos]  # (B, L, F), (B, L, P)
         static = t["static"][series]
-        loc, scale = scale_stats(y[:, :C], obs[:, :C], self.scaler)  # (B, 1) each
+        if self.scale_by == "series":
+            loc, scale = t["loc"][series], t["scale"][series]  # (B, 1) each
+        else:
+            loc, scale = scale_stats(y[:, :C], obs[:, :C], self.scaler)
         head = self.net.head
         if self.strategy == "recursive":
             encoded, _ = self.net.encode(self._rows(y, obs, futr, hist, static, loc, scale))
@@ -254,7 +265,7 @@ class Forecaster:
         t = self._tensors(panel)
         C = self.input_size
         y, obs, futr, hist = t["y"][:, -C:], t["obs"][:, -C:], t["futr"][:, -C:], t["hist"][:, -C:]
-        loc, scale = scale_stats(y, obs, self.scaler)
+        loc, scale = (t["loc"], t["scale"]) if self.scale_by == "series" else scale_stats(y, obs, self.scaler)
         rows = self._rows(y, obs, futr, hist, t["static"], loc, scale)
         encoded, mixer_state = self.net.encode(rows)
         if self.strategy == "recursive":
