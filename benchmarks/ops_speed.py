@@ -8,8 +8,9 @@
     .venv/bin/python benchmarks/ops_speed.py                 # full sizes, sized for ~20 min on 2 cores
     .venv/bin/python benchmarks/ops_speed.py --only ops      # one part: ops, min or stream
     .venv/bin/python benchmarks/ops_speed.py --quick         # tiny sizes on 1 thread, under a minute
+    .venv/bin/python benchmarks/ops_speed.py --only stream --mixers transformer titans --tag memory
 
-Writes benchmarks/results/ops_speed[_quick][_PART].json and prints the markdown tables. Every time is the median
+Writes benchmarks/results/ops_speed[_quick][_PART][_TAG].json and prints the markdown tables. Every time is the median
 of the repeats with the spread (min-max); peers are measured in the same run and reported as ratios.
 """
 from __future__ import annotations
@@ -275,14 +276,14 @@ def state_bytes(state) -> int:
 
 @torch.no_grad()
 def stream_rows(d: int, prefixes: tuple[int, ...], chunk: int, cap: int, cap_limit_s: float, steps: int,
-                repeats: int) -> list[dict]:
+                repeats: int, mixers: list[str] | None = None) -> list[dict]:
     """For every registered mixer (batch 1): the state after each prefix, built by forward over random input in
     pieces of ``chunk`` tokens, then the latency of ``steps`` step() calls from it and its size in bytes. A
     prefix beyond ``cap`` is cut to ``cap`` when the forward so far projects it past ``cap_limit_s``. The
-    attention mixers' KV cache is allocated at full length up front, so their bytes are constant by
-    construction while their step time grows with the number of cached keys."""
+    attention mixers keep every key in blocks of ``block_size`` tokens, so their bytes and their step time grow
+    with the prefix. ``mixers`` restricts the run to those names."""
     rows = []
-    for name in available_mixers():
+    for name in mixers or available_mixers():
         torch.manual_seed(0)
         # attention keeps every key: give its cache room for the longest prefix and the timed steps after it
         options = {"max_len": max(prefixes) + steps + 1} if name in ("transformer", "hopfield") else {}
@@ -402,13 +403,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_size_options(ap)
     ap.add_argument("--only", choices=("ops", "min", "stream"), help="run one part")
+    ap.add_argument("--mixers", nargs="+", choices=available_mixers(), help="stream: these mixers only")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     set_threads(args)
     sizes = SIZES["quick" if args.quick else "full"]
     parts = (args.only,) if args.only else ("ops", "min", "stream")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     payload, seconds, start = {"config": {p: sizes[p] for p in parts}}, {}, time.perf_counter()
-    name = "ops_speed" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+    name = ("ops_speed" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+            + (f"_{args.tag}" if args.tag else ""))
 
     def finish(part: str, t0: float) -> Path:
         """Record the part's time and rewrite the results file, so a long run stopped later keeps what it has."""
@@ -429,7 +433,7 @@ def main() -> None:
         path = finish("min", t0)
     if "stream" in parts:
         t0 = time.perf_counter()
-        payload["stream"] = stream_rows(**sizes["stream"])
+        payload["stream"] = stream_rows(**sizes["stream"], mixers=args.mixers)
         print_stream(payload["stream"], sizes["stream"])
         path = finish("stream", t0)
     print(f"\n{', '.join(f'{p} {s:.0f} s' for p, s in seconds.items())}; total "
