@@ -1,4 +1,4 @@
-"""The ``rnnzoo`` command: list | train | generate | demo.
+"""The ``rnnzoo`` command: list | train | generate | demo | forecast | classify.
 
 Every rnnzoo error is printed as one line, ``rnnzoo: error: <message>``, with exit status 2.
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from rnnzoo.cli import classify, forecast
 from rnnzoo.cli.demo import run_demo
 from rnnzoo.errors import ConfigError, RnnzooError
 from rnnzoo.mixers import describe_mixers
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=cmd_demo)
+
+    forecast.add_parser(commands)
+    classify.add_parser(commands)
     return parser
 
 
