@@ -1,4 +1,4 @@
-"""The ``rnnzoo`` command: list | train | generate | demo | forecast | classify.
+"""The ``rnnzoo`` command: list | train | generate | demo | forecast | classify | bench.
 
 Every rnnzoo error is printed as one line, ``rnnzoo: error: <message>``, with exit status 2.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rnnzoo.cli import classify, forecast
+from rnnzoo.cli import bench, classify, forecast
 from rnnzoo.cli.demo import run_demo
 from rnnzoo.errors import ConfigError, RnnzooError
 from rnnzoo.mixers import describe_mixers
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     forecast.add_parser(commands)
     classify.add_parser(commands)
+    bench.add_parser(commands)
     return parser
 
 
