@@ -64,7 +64,8 @@ MODELS = {
     # block each (their own MLP), two of them.
     "transformer": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
     "hopfield": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
-    "lm2": dict(BLOCK, d_model=192), "titans": dict(BLOCK, d_model=192),
+    # LM2 is the paper's layer: sliding-window attention plus the memory read (18 d^2 per block against 12 d^2)
+    "lm2": dict(BLOCK, d_model=160, mixer_options={"window": 256}), "titans": dict(BLOCK, d_model=192),
     "titans_mag": dict(BLOCK, d_model=160, mixer_options={"window": 256}),
     "titans_mal": dict(BLOCK, d_model=168, mixer_options={"window": 256}),
     "titans_mac": dict(BLOCK, d_model=160),

@@ -161,6 +161,7 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"n_slots": 4},
         {"n_slots": 7, "d_mem": 5, "top_k": 3, "learn_memory": False},
         {"n_slots": 3, "top_k": 3, "mode": "reference"},
+        {"n_slots": 4, "window": 3, "n_heads": 2},
     ],
     "titans": [
         {"n_heads": 2, "d_mem": 2},

@@ -154,3 +154,18 @@ def test_bad_options():
     with pytest.raises(ConfigError, match="d_mem"):
         build_mixer("lm2", D, d_mem=2.5)
 
+
+
+def test_window_adds_the_memory_read_to_sliding_window_attention():
+    torch.manual_seed(3)
+    mixer = build_mixer("lm2", D, n_slots=4, window=3, n_heads=3).double()
+    x = torch.randn(2, 9, D, dtype=torch.float64)
+    y, state = mixer(x)
+    attention_out, _ = mixer.attention(x)
+    attention, mixer.attention = mixer.attention, None  # the same memory module with E_attn = x
+    bare, bare_state = mixer(x)
+    mixer.attention = attention
+    torch.testing.assert_close(y - attention_out, bare - x)
+    torch.testing.assert_close(state.memory, bare_state.memory)
+    with pytest.raises(ConfigError, match="n_heads is the attention's"):
+        build_mixer("lm2", D, n_heads=2)

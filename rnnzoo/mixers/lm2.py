@@ -19,6 +19,10 @@ for every slot, so slots differ only by what they held before, which the forget 
 g_forget and g_out from the read, as in the paper. E_attn, the self-attention output the paper adds the read to,
 is this mixer's input stream; W_o maps width D to d_model and exists only when D != d_model.
 
+With ``window`` set the mixer is the paper's whole decoder layer: E_attn is causal sliding-window attention over the
+input (the registered "transformer" mixer with that window, inside this mixer's state) and y_t = E_attn_t +
+W_o (g_out * e_t); without it, E_attn is the input stream itself (y_t = x_t + ...), for stacking after attention.
+
 Granularity: t counts tokens. The paper masks the read causally so that no token sees memory written after it;
 running the read-then-write per token is exactly that, so step() and forward() agree for any split of the text.
 
@@ -44,13 +48,18 @@ from torch import nn
 from rnnzoo.errors import ConfigError
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_input, check_int
 from rnnzoo.mixers.components import keep_top_k
-from rnnzoo.mixers.registry import register_mixer
+from rnnzoo.mixers.registry import build_mixer, register_mixer
 
 MODES = ("fused", "reference")
 
 
 class LM2State(NamedTuple):
     memory: torch.Tensor  # (B, N, D): the bank, one slot per row
+
+
+class LM2AttentionState(NamedTuple):
+    memory: torch.Tensor  # (B, N, D)
+    attention: object  # the sliding-window attention's KV cache
 
 
 class LM2Gates(NamedTuple):
@@ -79,11 +88,13 @@ class LM2(Mixer):
 
     Options: ``n_slots`` (N); ``d_mem`` (D, the slot width; default d_model); ``top_k`` (read only the k slots
     with the largest scores; None reads all N); ``learn_memory`` (True: the starting bank is a parameter,
-    initialised identity-like; False: it stays fixed); ``mode`` ('fused' or 'reference').
+    initialised identity-like; False: it stays fixed); ``mode`` ('fused' or 'reference'); ``window`` (None, or
+    the sliding window of the attention that gives E_attn, with ``n_heads`` heads: the paper's layer).
     """
 
     def __init__(self, d_model: int, n_slots: int = 16, d_mem: int | None = None, top_k: int | None = None,
-                 learn_memory: bool = True, mode: str = "fused"):
+                 learn_memory: bool = True, mode: str = "fused", window: int | None = None,
+                 n_heads: int | None = None):
         name = "lm2"
         check_int(name, "n_slots", n_slots)
         d_mem = d_model if d_mem is None else d_mem
@@ -94,6 +105,8 @@ class LM2(Mixer):
                 raise ConfigError(f"lm2: top_k={top_k} exceeds n_slots={n_slots}; use top_k <= n_slots or None")
         check_bool(name, "learn_memory", learn_memory)
         check_choice(name, "mode", mode, MODES)
+        if window is None and n_heads is not None:
+            raise ConfigError("lm2: n_heads is the attention's, which only exists with window set")
         super().__init__(d_model)
         self.n_slots, self.d_mem, self.top_k, self.mode = n_slots, d_mem, top_k, mode
         self.scale = d_mem ** -0.5
@@ -110,21 +123,32 @@ class LM2(Mixer):
         nn.init.ones_(self.forget_gate.bias)  # not set by the paper; as in LSTMs, keep most of the memory at first
         self.out_gate = nn.Linear(d_mem, d_mem)
         self.o_proj = nn.Linear(d_mem, d_model, bias=False) if d_mem != d_model else None
+        self.attention = None if window is None else build_mixer("transformer", d_model, n_heads=n_heads,
+                                                                 window=window)
 
-    def init_state(self, batch_size, device=None, dtype=None) -> LM2State:
+    def init_state(self, batch_size, device=None, dtype=None) -> LM2State | LM2AttentionState:
         bank = self.memory.to(device=device, dtype=dtype)  # keeps the graph to a learned bank
-        return LM2State(bank.unsqueeze(0).repeat(batch_size, 1, 1))
+        bank = bank.unsqueeze(0).repeat(batch_size, 1, 1)
+        if self.attention is None:
+            return LM2State(bank)
+        return LM2AttentionState(bank, self.attention.init_state(batch_size, device, dtype))
 
     def _forward(self, x, state):
         if self.mode == "reference":
             e, _, _, memory = self._reference(x, state.memory)
         else:
             e, memory = self._fused(x, state.memory)
-        return self._output(x, e), LM2State(memory)
+        if self.attention is None:
+            return self._output(x, e), LM2State(memory)
+        stream, attention = self.attention(x, state.attention)  # (B, T, d_model)
+        return self._output(stream, e), LM2AttentionState(memory, attention)
 
     def _step(self, x_t, state):
         e, _, _, memory = self._read_write(x_t, state.memory)
-        return self._output(x_t, e), LM2State(memory)
+        if self.attention is None:
+            return self._output(x_t, e), LM2State(memory)
+        stream, attention = self.attention.step(x_t, state.attention)  # (B, d_model)
+        return self._output(stream, e), LM2AttentionState(memory, attention)
 
     def gates(self, x: torch.Tensor, state: LM2State | None = None) -> LM2Gates:
         """The gates each token of x (B, T, d_model) opens, from the reference form: each (B, T, D)."""
@@ -173,10 +197,10 @@ class LM2(Mixer):
         return torch.stack(es, 1), P.unsqueeze(1) * memory + c.unsqueeze(1)
 
     def _output(self, x, e):
-        """x (..., d_model), the reads e (..., D) -> x + W_o (sigmoid(W_out e) * e)."""
+        """E_attn x (..., d_model), the reads e (..., D) -> x + W_o (sigmoid(W_out e) * e)."""
         gated = torch.sigmoid(self.out_gate(e)) * e  # (..., D)
         return x + (gated if self.o_proj is None else self.o_proj(gated))
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, n_slots={self.n_slots}, d_mem={self.d_mem}, top_k={self.top_k}, "
-                f"mode={self.mode!r}")
+                f"mode={self.mode!r}, window={None if self.attention is None else self.attention.window}")
