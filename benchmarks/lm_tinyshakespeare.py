@@ -13,6 +13,12 @@ machine, so every mixer does the work it would do alone; ``max_minutes`` (3x the
 guards against a runaway. On an idle machine the two coincide (the classic rows were budgeted by wall time).
 Validation loss is nats/char on the last 10% of the text, as in nanoGPT's shakespeare_char (whose CPU baseline
 is 1.88 in BENCHMARKS.md). Writes benchmarks/results/lm_tinyshakespeare.json and a loss-vs-time plot.
+
+    .venv/bin/python benchmarks/lm_tinyshakespeare.py --leaderboard    # every mixer's row: one table, one plot
+
+``--leaderboard`` trains nothing: it reads the results files in LEADERBOARD_FILES (a later file's row replaces an
+earlier one of the same mixer: reruns) and writes lm_leaderboard.json and a plot of validation loss against
+training time (CPU seconds; wall seconds for the classic rows, which were budgeted by wall time on an idle machine).
 """
 from __future__ import annotations
 
@@ -127,6 +133,56 @@ def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
             "history": [{k: h.get(k) for k in ("step", "train_loss", "val_loss")} for h in res.history]}
 
 
+# oldest first: a later file's row of the same mixer is a rerun and replaces the earlier one
+LEADERBOARD_FILES = ["lm_tinyshakespeare", "lm_tinyshakespeare_loops", "lm_tinyshakespeare_indrnn",
+                     "lm_tinyshakespeare_parallel", "lm_tinyshakespeare_ssm", "lm_tinyshakespeare_memory",
+                     "lm_tinyshakespeare_memory_lm2"]
+
+
+def leaderboard() -> None:
+    """Every mixer's latest finished row, sorted by validation loss, and their validation curves against time."""
+    import json
+    import math
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    best: dict[str, dict] = {}
+    for name in LEADERBOARD_FILES:
+        path = RESULTS_DIR / f"{name}.json"
+        if not path.exists():
+            print(f"(no {path.name}: its rows are missing)")
+            continue
+        for r in json.loads(path.read_text())["runs"]:
+            if "diverged" not in r and math.isfinite(r["val_nats_per_char"]):
+                best[r["mixer"]] = dict(r, file=path.name, seconds=r.get("cpu_s") or r["wall_s"])
+    rows = sorted(best.values(), key=lambda r: r["val_nats_per_char"])
+    fig = Figure(figsize=(9, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, r in enumerate(rows):
+        per_step = r["seconds"] / r["steps"]
+        points = [(h["step"] * per_step, h["val_loss"]) for h in r["history"] if h.get("val_loss") is not None]
+        if points:
+            ax.plot(*zip(*points), color=f"C{i % 10}", ls=("-", "--", ":", "-.")[i // 10 % 4], marker="o", ms=2,
+                    lw=1.2, label=f"{r['mixer']} {r['val_nats_per_char']:.3f}")
+    ax.set_xlabel("training time (CPU s; wall s for the classic rows)")
+    ax.set_ylabel("validation loss (nats / char)")
+    ax.set_ylim(1.4, 2.6)
+    ax.set_title("tinyshakespeare, about 1.1M parameters, 10 minutes per mixer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=3)
+    plot = RESULTS_DIR / "lm_leaderboard.png"
+    fig.savefig(plot, dpi=120)
+    path = write_results("lm_leaderboard", {"files": LEADERBOARD_FILES, "rows": [
+        {k: r[k] for k in ("mixer", "d_model", "params", "steps", "seconds", "val_nats_per_char", "file")}
+        for r in rows]})
+    print(markdown_table(["rank", "mixer", "params", "steps", "time (s)", "val nats/char", "results file"],
+                         [[i + 1, r["mixer"], f"{r['params']:,}", r["steps"], f"{r['seconds']:.0f}",
+                           f"{r['val_nats_per_char']:.3f}", r["file"]] for i, r in enumerate(rows)]))
+    print(f"\nresults: {path}\nplot: {plot}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--group", choices=list(GROUPS), default="classic", help="which mixers to train")
@@ -135,7 +191,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="mixers trained at once, each in its own process")
     ap.add_argument("--out", default="runs/lm_tinyshakespeare", help="run folders (checkpoints, metrics.csv)")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
+    ap.add_argument("--leaderboard", action="store_true", help="train nothing: one table and plot of every row")
     args = ap.parse_args()
+    if args.leaderboard:
+        return leaderboard()
     mixers = args.mixers or GROUPS[args.group]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     name = "lm_tinyshakespeare" + (f"_{args.tag}" if args.tag else "")
