@@ -238,6 +238,14 @@ def test_same_seed_same_forecast_and_different_seed_differs():
     assert not np.allclose(a.lstm, c.lstm)
 
 
+def test_fit_and_predict_leave_the_global_generator_alone():
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    Forecaster(h=3, input_size=6, dropout=0.2, **{**FAST, "max_steps": 5}).fit(seasonal(30)).predict()
+    assert torch.equal(torch.rand(3), want)
+
+
 def test_recursive_forecasts_any_horizon_and_direct_refuses_longer():
     df = seasonal(60, freq=None)
     rec = Forecaster(h=4, input_size=8, **{**FAST, "max_steps": 20}).fit(df)

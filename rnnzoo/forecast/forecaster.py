@@ -101,7 +101,8 @@ class Forecaster:
         self.max_steps, self.batch_size, self.lr, self.weight_decay = max_steps, batch_size, lr, weight_decay
         self.grad_clip, self.val_check_steps, self.early_stop_patience = grad_clip, val_check_steps, early_stop_patience
         self.num_samples, self.seed = num_samples, seed
-        self.futr_exog, self.hist_exog, self.stat_exog = list(futr_exog_list), list(hist_exog_list), list(stat_exog_list)
+        self.futr_exog, self.hist_exog = list(futr_exog_list), list(hist_exog_list)
+        self.stat_exog = list(stat_exog_list)
         self.alias = alias or mixer
         self.cols = Columns(id_col, time_col, target_col)
         self.net: ForecastNet | None = None
@@ -137,7 +138,8 @@ class Forecaster:
         missing = [c for c in [self.cols.id, *self.stat_exog] if c not in static_df.columns]
         if missing:
             raise DataError(f"static_df lacks the column(s) {', '.join(map(repr, missing))}")
-        table = {r[0]: np.asarray(r[1:], np.float32) for r in static_df[[self.cols.id, *self.stat_exog]].itertuples(index=False)}
+        rows = static_df[[self.cols.id, *self.stat_exog]].itertuples(index=False)
+        table = {r[0]: np.asarray(r[1:], np.float32) for r in rows}
         absent = [u for u in ids if u not in table]
         if absent:
             raise DataError(f"static_df has no row for series {absent[:5]}")
@@ -174,60 +176,60 @@ class Forecaster:
         df = self._frame(df)
         warn_nan(df, self.cols)
         self.freq_ = infer_freq(df, self.cols, self.freq)
-        self._static_map = None
+        self._static_map = None  # a previous fit's statics must not answer for this data
         self._static_map = self._statics(static_df, list(pd.unique(df[self.cols.id])))
         panel = self._panel(df, static_df, self.input_size + self.h)
-        torch.manual_seed(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
-        head = self._head()
-        n_futr = len(self.futr_exog) + len(calendar_names(self.freq_))
-        self.net = ForecastNet(self._n_inputs(n_futr, len(self.hist_exog), len(self.stat_exog)), head,
-                               strategy=self.strategy, h=self.h, n_future=n_futr, **self.net_options)
-        tensors = self._tensors(panel)
-        C, L = self.input_size, self.input_size + self.h
-        N = panel.y.shape[1]
-        starts = np.arange(N - L + 1)
-        target_obs = np.lib.stride_tricks.sliding_window_view(panel.observed[:, C:], self.h, axis=1)  # (S, N-L+1, h)
-        has_target = target_obs.any(-1)
-        train_ok = has_target & (starts + L <= N - val_size)[None]
-        valid_ok = has_target & (starts + C >= N - val_size)[None] if val_size else np.zeros_like(has_target)
-        if not train_ok.any():
-            raise DataError(f"no training window of {C} + {self.h} steps with an observed target remains after "
-                            f"holding out val_size={val_size}; use smaller input_size, h or val_size")
-        train_idx = torch.from_numpy(np.argwhere(train_ok))  # (n, 2): series, start
-        valid_idx = torch.from_numpy(np.argwhere(valid_ok))
-        opt = AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best, best_loss, bad = None, math.inf, 0
-        self.train_losses, self.valid_losses = [], []
-        for step in range(self.max_steps):
-            opt.lr = self.lr * (  # cosine decay to 10%
-                0.1 + 0.45 * (1 + math.cos(math.pi * step / self.max_steps)))
-            self.net.train()
-            pick = train_idx[torch.randint(len(train_idx), (self.batch_size,), generator=gen)]
-            loss = self._window_loss(tensors, pick)
-            opt.zero_grad()
-            loss.backward()
-            if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
-            opt.step()
-            self.train_losses.append(loss.item())
-            last = step + 1 == self.max_steps
-            if len(valid_idx) and ((step + 1) % self.val_check_steps == 0 or last):
-                self.net.eval()
-                with torch.no_grad():
-                    v = float(np.mean([self._window_loss(tensors, chunk).item()
-                                       for chunk in valid_idx.split(1024)]))
-                self.valid_losses.append((step + 1, v))
-                if v < best_loss:
-                    best, best_loss, bad = copy.deepcopy(self.net.state_dict()), v, 0
-                else:
-                    bad += 1
-                    if self.early_stop_patience is not None and bad >= self.early_stop_patience:
-                        break
+        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's generator
+            torch.manual_seed(self.seed)
+            gen = torch.Generator().manual_seed(self.seed)
+            head = self._head()
+            n_futr = len(self.futr_exog) + len(calendar_names(self.freq_))
+            self.net = ForecastNet(self._n_inputs(n_futr, len(self.hist_exog), len(self.stat_exog)), head,
+                                   strategy=self.strategy, h=self.h, n_future=n_futr, **self.net_options)
+            tensors = self._tensors(panel)
+            C, L = self.input_size, self.input_size + self.h
+            N = panel.y.shape[1]
+            starts = np.arange(N - L + 1)
+            observed = np.lib.stride_tricks.sliding_window_view(panel.observed[:, C:], self.h, axis=1)  # (S, N-L+1, h)
+            has_target = observed.any(-1)
+            train_ok = has_target & (starts + L <= N - val_size)[None]
+            valid_ok = has_target & (starts + C >= N - val_size)[None] if val_size else np.zeros_like(has_target)
+            if not train_ok.any():
+                raise DataError(f"no training window of {C} + {self.h} steps with an observed target remains after "
+                                f"holding out val_size={val_size}; use smaller input_size, h or val_size")
+            train_idx = torch.from_numpy(np.argwhere(train_ok))  # (n, 2): series, start
+            valid_idx = torch.from_numpy(np.argwhere(valid_ok))
+            opt = AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            best, best_loss, bad = None, math.inf, 0
+            self.train_losses, self.valid_losses = [], []
+            for step in range(self.max_steps):
+                opt.lr = self.lr * (  # cosine decay to 10%
+                    0.1 + 0.45 * (1 + math.cos(math.pi * step / self.max_steps)))
+                self.net.train()
+                pick = train_idx[torch.randint(len(train_idx), (self.batch_size,), generator=gen)]
+                loss = self._window_loss(tensors, pick)
+                opt.zero_grad()
+                loss.backward()
+                if self.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+                opt.step()
+                self.train_losses.append(loss.item())
+                last = step + 1 == self.max_steps
+                if len(valid_idx) and ((step + 1) % self.val_check_steps == 0 or last):
+                    self.net.eval()
+                    with torch.no_grad():
+                        v = float(np.mean([self._window_loss(tensors, chunk).item()
+                                           for chunk in valid_idx.split(1024)]))
+                    self.valid_losses.append((step + 1, v))
+                    if v < best_loss:
+                        best, best_loss, bad = copy.deepcopy(self.net.state_dict()), v, 0
+                    else:
+                        bad += 1
+                        if self.early_stop_patience is not None and bad >= self.early_stop_patience:
+                            break
         if best is not None:
             self.net.load_state_dict(best)
         self.net.eval()
-        self._fit_df, self._fit_static = df, static_df
         with torch.no_grad():
             self.state_ = self._encode(self._panel(df, static_df, self.input_size, warn_short=False))
         return self

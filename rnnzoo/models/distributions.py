@@ -5,7 +5,8 @@ network's scaled space z = (y - loc) / scale:
 
     normal             y ~ loc + scale * N(mu, sigma),            sigma = softplus(.)
     student_t          y ~ loc + scale * t_nu(mu, sigma),         nu = 2 + softplus(.) (finite variance)
-    negative_binomial  y ~ NB(mean m, shape r = 1/alpha),         m = scale * softplus(.), alpha = softplus(.) / sqrt(scale)
+    negative_binomial  y ~ NB(mean m, shape r = 1/alpha),         m = scale * softplus(.),
+                                                                  alpha = softplus(.) / sqrt(scale)
                        (counts: loc must be 0; the mean-scaling and alpha rule of DeepAR, Salinas et al. 2020)
     quantile           pinball loss at fixed levels; the outputs are the quantiles themselves
     mse                squared error on z; a point forecast, no intervals
