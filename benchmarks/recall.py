@@ -6,8 +6,8 @@ distances (SIZES), for the same CPU time budget, then scored (accuracy of the an
 the evaluation distances on fresh sequences. Training stops at distance 256, so 1024 and 4096 measure how a
 memory extrapolates to 4 and 16 times the longest distance it was trained on (training at 4096 costs so much
 per step on a CPU that a 2-minute budget left a transformer at chance everywhere). Each memory model is listed
-with the model of the same size without its memory: attention
-with a short sliding window for the attention-based memories, the bare inner mixer for memory caching.
+with the model of the same size without its memory: attention with a short sliding window for the
+attention-based memories, the bare inner mixer for memory caching.
 
     .venv/bin/python benchmarks/recall.py --jobs 2                    # every model, 4 CPU minutes each
     .venv/bin/python benchmarks/recall.py --models transformer titans --minutes 2
