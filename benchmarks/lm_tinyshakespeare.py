@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -113,11 +113,12 @@ def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
     """Calibrate, then train ``mixer`` for the budget; runs in its own process when --jobs > 1."""
     torch.set_num_threads(threads)
     out = Path(out_root) / mixer
-    per_step = calibrate(mixer, out)
-    steps = max(50, int(0.85 * 60 * minutes / per_step))  # 15% kept for evaluation and slack
     t0, c0 = time.perf_counter(), time.process_time()
-    cfg = config(mixer, steps, str(out / "run"), max(50, steps // 10), max_minutes=3 * minutes)
     try:
+        per_step = calibrate(mixer, out)
+        steps = max(50, int(0.85 * 60 * minutes / per_step))  # 15% kept for evaluation and slack
+        t0, c0 = time.perf_counter(), time.process_time()
+        cfg = config(mixer, steps, str(out / "run"), max(50, steps // 10), max_minutes=3 * minutes)
         res = train(cfg, progress=False, overwrite=True)
     except DivergedError as e:  # one mixer's failure is a result, not the end of the run
         print(f"{mixer}: diverged: {e}", flush=True)
@@ -136,7 +137,7 @@ def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
 # oldest first: a later file's row of the same mixer is a rerun and replaces the earlier one
 LEADERBOARD_FILES = ["lm_tinyshakespeare", "lm_tinyshakespeare_loops", "lm_tinyshakespeare_indrnn",
                      "lm_tinyshakespeare_parallel", "lm_tinyshakespeare_ssm", "lm_tinyshakespeare_memory",
-                     "lm_tinyshakespeare_memory_lm2"]
+                     "lm_tinyshakespeare_memory2", "lm_tinyshakespeare_memory_lm2"]
 
 
 def leaderboard() -> None:
@@ -211,9 +212,9 @@ def main() -> None:
             path = record(run_one(m, args.minutes, threads, args.out))
     else:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for row in pool.map(run_one, mixers, [args.minutes] * len(mixers), [threads] * len(mixers),
-                                [args.out] * len(mixers)):
-                path = record(row)
+            futures = [pool.submit(run_one, m, args.minutes, threads, args.out) for m in mixers]
+            for future in as_completed(futures):  # record each row as it finishes, whatever the order
+                path = record(future.result())
     plot = RESULTS_DIR / f"{name}.png"
     plot_curves({r["mixer"]: r["history"] for r in rows if r["history"]}, plot,
                 title=f"tinyshakespeare, {args.minutes:g} min per mixer")
