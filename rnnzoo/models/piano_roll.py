@@ -8,6 +8,7 @@ from torch import nn
 
 from rnnzoo.blocks import build_stack
 from rnnzoo.errors import ConfigError, ShapeError
+from rnnzoo.mixers.base import check_lengths
 
 N_KEYS = 88  # piano keys, MIDI 21 (A0) to 108 (C8)
 
@@ -42,14 +43,17 @@ class PianoRollModel(nn.Module):
 
     def frame_nll(self, rolls: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """-log p(v_t | v_<t) in nats, (B, T), zero at padded frames t >= lengths[b]."""
-        logits = self(rolls)  # (B, T, 88)
-        nll = F.binary_cross_entropy_with_logits(logits, rolls.to(logits.dtype), reduction="none").sum(-1)  # (B, T)
-        return nll * _valid_mask(rolls, lengths).to(nll.dtype)
+        return self._masked_nll(rolls, _valid_mask(rolls, lengths))
 
     def nll_per_step(self, rolls: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Mean NLL per valid time step of the batch (a scalar, differentiable): the training loss."""
         valid = _valid_mask(rolls, lengths)
-        return self.frame_nll(rolls, lengths).sum() / valid.sum().clamp_min(1)
+        return self._masked_nll(rolls, valid).sum() / valid.sum().clamp_min(1)
+
+    def _masked_nll(self, rolls: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        logits = self(rolls)  # (B, T, 88)
+        nll = F.binary_cross_entropy_with_logits(logits, rolls.to(logits.dtype), reduction="none").sum(-1)  # (B, T)
+        return nll * valid.to(nll.dtype)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -66,13 +70,9 @@ def _check_rolls(rolls) -> None:
 
 
 def _valid_mask(rolls: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """(B, T) bool, True at t < lengths[b] (everywhere when lengths is None)."""
+    """(B, T) bool, True at t < lengths[b] (everywhere when lengths is None or covers every frame)."""
     B, T = rolls.shape[:2]
+    lengths = check_lengths(lengths, rolls, "PianoRollModel")  # None when every row is full
     if lengths is None:
         return torch.ones(B, T, dtype=torch.bool, device=rolls.device)
-    lengths = torch.as_tensor(lengths, device=rolls.device)
-    bad_range = B > 0 and (int(lengths.min()) < 0 or int(lengths.max()) > T)
-    if lengths.shape != (B,) or lengths.is_floating_point() or lengths.dtype == torch.bool or bad_range:
-        raise ShapeError(f"PianoRollModel: lengths must be integers (B,) = ({B},) in [0, T={T}], got "
-                         f"{lengths.dtype} {tuple(lengths.shape)}")
     return torch.arange(T, device=rolls.device) < lengths[:, None]
