@@ -211,7 +211,7 @@ class Panel:
 
 
 def build_panel(df: pd.DataFrame, cols: Columns, freq, futr_exog: list[str], hist_exog: list[str],
-                static: dict | None, min_length: int, warn_short: bool = True) -> Panel:
+                static: dict | None, min_length: int) -> Panel:
     """Pad every series on the left to at least ``min_length`` steps (with a warning: padding is masked)."""
     groups = list(df.groupby(cols.id, sort=False))
     N = max(min_length, max(len(g) for _, g in groups))
@@ -230,7 +230,7 @@ def build_panel(df: pd.DataFrame, cols: Columns, freq, futr_exog: list[str], his
         futr[i, N - n:] = np.concatenate([g[futr_exog].to_numpy(np.float32), calendar_features(t, freq)], 1)
         hist[i, N - n:] = g[hist_exog].to_numpy(np.float32)
         lengths[i], times = n, times + [t]
-    if short and warn_short:
+    if short:
         warnings.warn(f"{len(short)} series are shorter than the {min_length} steps a window needs (e.g. "
                       f"{short[0]!r}); they are padded on the left and the padding is masked", stacklevel=3)
     stat = np.zeros((S, 0), np.float32) if static is None else np.stack([static[uid] for uid, _ in groups])

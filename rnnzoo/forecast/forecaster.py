@@ -145,10 +145,10 @@ class Forecaster:
             raise DataError(f"static_df has no row for series {absent[:5]}")
         return table
 
-    def _panel(self, df, static_df, min_length: int, warn_short=True) -> Panel:
+    def _panel(self, df, static_df, min_length: int) -> Panel:
         ids = list(pd.unique(df[self.cols.id]))
         return build_panel(df, self.cols, self.freq_, self.futr_exog, self.hist_exog, self._statics(static_df, ids),
-                           min_length, warn_short)
+                           min_length)
 
     def _rows(self, y, obs, futr, hist, static, loc, scale):
         """Network input rows for windows: y, obs (B, L), futr (B, L, F), hist (B, L, P), static (B, K)."""
@@ -230,8 +230,8 @@ class Forecaster:
         if best is not None:
             self.net.load_state_dict(best)
         self.net.eval()
-        with torch.no_grad():
-            self.state_ = self._encode(self._panel(df, static_df, self.input_size, warn_short=False))
+        with torch.no_grad():  # the training panel ends with each series' last input_size steps, as _encode reads
+            self.state_ = self._encode(panel)
         return self
 
     def _tensors(self, panel: Panel) -> dict:
