@@ -23,6 +23,8 @@ training time (CPU seconds; wall seconds for the classic rows, which were budget
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import multiprocessing
 import os
 import sys
@@ -142,9 +144,6 @@ LEADERBOARD_FILES = ["lm_tinyshakespeare", "lm_tinyshakespeare_loops", "lm_tinys
 
 def leaderboard() -> None:
     """Every mixer's latest finished row, sorted by validation loss, and their validation curves against time."""
-    import json
-    import math
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
