@@ -181,3 +181,33 @@ def test_mixer_memory_starts_from_its_learned_weights():
         build_mixer("titans", 8, n_mem_layers=0)
     with pytest.raises(ConfigError, match="d_mem"):
         build_mixer("titans", 8, d_mem=0)
+
+
+def test_inner_learning_rate_is_bounded_by_max_lr():
+    """theta_t = max_lr * sigmoid(.) starts at max_lr / 2 and never passes max_lr, however large the gate's logit."""
+    mixer = build_mixer("titans", 8, n_heads=2, max_lr=0.05)
+    x = torch.randn(3, 6, 8)
+    with torch.no_grad():
+        mixer.gate_proj.weight.zero_()
+        theta = mixer._inputs(x, mixer.init_state(3).conv)[4]
+        torch.testing.assert_close(theta, torch.full_like(theta, 0.025))
+        mixer.gate_proj.bias.fill_(50.0)
+        assert float(mixer._inputs(x, mixer.init_state(3).conv)[4].max()) <= 0.05 * (1 + 1e-6)
+    for bad in (0, -0.1, 1.5, True, "0.1"):
+        with pytest.raises(ConfigError, match="max_lr"):
+            build_mixer("titans", 8, max_lr=bad)
+    assert build_mixer("titans_mag", 8, max_lr=0.02).memory.max_lr == 0.02
+
+
+@pytest.mark.parametrize("max_lr, finite", [(0.01, True), (1.0, False)])
+def test_bounded_inner_learning_rate_keeps_the_memory_finite(max_lr, finite):
+    """theta at max_lr, momentum 0.9 (its initial value), no forgetting, unit-scale inputs as a pre-norm block
+    gives them, over a long stream: the default bound keeps the MLP memory finite where the paper's unbounded
+    gate (max_lr=1) diverges."""
+    torch.manual_seed(0)
+    mixer = build_mixer("titans", 32, n_heads=1, max_lr=max_lr)
+    with torch.no_grad():
+        mixer.gate_proj.weight.zero_()
+        mixer.gate_proj.bias.copy_(torch.tensor([2.2, 50.0, -50.0]))  # eta 0.9, theta max_lr, alpha 0
+        y, state = mixer(torch.randn(2, 512, 32))
+    assert bool(torch.isfinite(y).all() and all(torch.isfinite(W).all() for W in state.weights)) == finite

@@ -5,7 +5,7 @@ Per head, with the memory an MLP M_t (``n_mem_layers`` layers, hidden width ``d_
 state, trained at test time on the associative loss ||M(k_t) - v_t||^2 (the op in ``rnnzoo.ops.titans``):
 
     q_t = l2norm(SiLU(ShortConv(W_q x)_t)),  k_t = l2norm(SiLU(ShortConv(W_k x)_t)),  v_t = SiLU(ShortConv(W_v x)_t)
-    eta_t, theta_t, alpha_t = sigmoid(W_eta x_t), sigmoid(W_theta x_t), sigmoid(W_alpha x_t)      (B, T, H) each
+    eta_t, alpha_t = sigmoid(W_eta x_t), sigmoid(W_alpha x_t),   theta_t = max_lr sigmoid(W_theta x_t)   (B, T, H) each
     S_t = eta_t S_{t-1} - theta_t grad ||M(k_t) - v_t||^2,   M_t = (1 - alpha_t) M_{t-1} + S_t
     o_t = M_t(q_t),   y_t = W_o (RMSNorm(o_t) * SiLU(W_g x_t))
 
@@ -15,6 +15,13 @@ update, as in the paper's read-after-write recurrence (its Eq. 5-6). Chunks are 
 sequence, so the state carries the step count and the anchor weights besides M_t and S_t; a batch whose rows
 sit at different places in their chunks is run in groups of rows that share one. The memory's initial
 weights M_0 are parameters, learned by the outer loop: an MLP that starts at zero never moves.
+
+The inner learning rate theta_t is bounded by ``max_lr`` (the paper leaves it in [0, 1]). With an MLP memory the
+test-time descent is unstable well below 1: the step a weight takes grows with the other layer's weights, a
+chunk sums C gradients taken at one point, and momentum multiplies a step by up to 1 / (1 - eta). In the
+character LM benchmark an unbounded theta reached 0.08 with eta near 0.98 after 36 training steps, and the memory
+weights went from 1 to NaN within one 128-token batch; replaying that batch, a cap of 0.01 kept them at 1.4 and
+0.02 let them reach 12. Hence the default 0.01, and theta_t starts at half of it.
 
 The combinations with attention (memory as a context, a gate, a layer: MAC, MAG, MAL) are in titans_hybrid.py;
 they read the memory without writing it through ``retrieve``.
@@ -31,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnzoo.errors import ConfigError
 from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
 from rnnzoo.mixers.components import RMSNorm, ShortConv, conv_silu
 from rnnzoo.mixers.deltanet import l2norm
@@ -40,9 +48,9 @@ from rnnzoo.mixers.state import flatten_state, select_state, unflatten_state
 from rnnzoo.ops.titans import MemoryState, memory_step, mlp, titans_memory
 
 NORM_EPS = 1e-5
-# Gates at the start of training: a slow inner learning rate (a chunk's C gradients add up, and momentum
-# multiplies the step by up to 1 / (1 - eta)), a long momentum and little forgetting.
-THETA_INIT, ETA_INIT, ALPHA_INIT = 0.01, 0.9, 0.01
+# Gates at the start of training: a long momentum and little forgetting; theta_t starts at max_lr / 2.
+ETA_INIT, ALPHA_INIT = 0.9, 0.01
+MAX_LR = 0.01
 
 
 class TitansState(NamedTuple):
@@ -65,12 +73,14 @@ class Titans(Mixer):
     Options: ``n_heads`` (default max(1, d_model // 64)), each with its own memory on keys and values of width
     d_model / n_heads; ``d_mem``, the memory MLP's hidden width per head (default twice the head width);
     ``n_mem_layers`` (2; 1 is a linear memory, Gated DeltaNet-like with momentum); ``use_short_conv``,
-    ``conv_size``; ``chunk_size``, the tokens whose gradients share one set of weights; ``mode``: 'chunk' (the
-    parallel form) or 'recurrent' (the token loop).
+    ``conv_size``; ``chunk_size``, the tokens whose gradients share one set of weights; ``max_lr``, the bound on
+    the inner learning rate theta_t (1.0 is the paper's unbounded gate); ``mode``: 'chunk' (the parallel form) or
+    'recurrent' (the token loop).
     """
 
     def __init__(self, d_model: int, n_heads: int | None = None, d_mem: int | None = None, n_mem_layers: int = 2,
-                 use_short_conv: bool = True, conv_size: int = 4, chunk_size: int = 16, mode: str = "chunk"):
+                 use_short_conv: bool = True, conv_size: int = 4, chunk_size: int = 16, max_lr: float = MAX_LR,
+                 mode: str = "chunk"):
         name = "titans"
         super().__init__(d_model)
         H, K, V = check_heads(name, d_model, n_heads, 1, 1)
@@ -80,9 +90,11 @@ class Titans(Mixer):
         check_bool(name, "use_short_conv", use_short_conv)
         check_int(name, "conv_size", conv_size, minimum=2)
         check_int(name, "chunk_size", chunk_size)
+        if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not 0 < max_lr <= 1:
+            raise ConfigError(f"{name}: max_lr must be a number in (0, 1], got {max_lr!r}")
         check_choice(name, "mode", mode, ("chunk", "recurrent"))
         self.n_heads, self.head_k, self.head_v, self.d_mem = H, K, V, d_mem
-        self.chunk_size, self.mode = chunk_size, mode
+        self.chunk_size, self.max_lr, self.mode = chunk_size, float(max_lr), mode
 
         self.q_proj = nn.Linear(d_model, H * K, bias=False)
         self.k_proj = nn.Linear(d_model, H * K, bias=False)
@@ -92,7 +104,7 @@ class Titans(Mixer):
         self.v_conv = ShortConv(H * V, conv_size, bias=False) if use_short_conv else None
         self.gate_proj = nn.Linear(d_model, 3 * H)  # eta, theta, alpha
         with torch.no_grad():
-            self.gate_proj.bias.copy_(torch.tensor([logit(ETA_INIT), logit(THETA_INIT), logit(ALPHA_INIT)])
+            self.gate_proj.bias.copy_(torch.tensor([logit(ETA_INIT), 0.0, logit(ALPHA_INIT)])
                                       .repeat_interleave(H))
         widths = [K] + [d_mem] * (n_mem_layers - 1) + [V]
         self.memory_init = nn.ParameterList(
@@ -165,7 +177,7 @@ class Titans(Mixer):
         k = l2norm(k.unflatten(-1, (H, self.head_k)))  # (..., H, K)
         v = v.unflatten(-1, (H, self.head_v))  # (..., H, V)
         eta, theta, alpha = torch.sigmoid(self.gate_proj(x)).unflatten(-1, (3, H)).unbind(-2)  # (..., H) each
-        return q, k, v, eta, theta, alpha, conv
+        return q, k, v, eta, self.max_lr * theta, alpha, conv
 
     def _output(self, o, x):
         """o (..., H, V) -> y (..., d_model): per-head RMSNorm, times SiLU(W_g x), then W_o."""
@@ -174,4 +186,5 @@ class Titans(Mixer):
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, n_heads={self.n_heads}, head_k={self.head_k}, d_mem={self.d_mem}, "
-                f"n_mem_layers={len(self.memory_init)}, chunk_size={self.chunk_size}, mode={self.mode!r}")
+                f"n_mem_layers={len(self.memory_init)}, chunk_size={self.chunk_size}, max_lr={self.max_lr:g}, "
+                f"mode={self.mode!r}")
