@@ -32,8 +32,11 @@ class RecurrentMemoryTransformer(Mixer):
     """A causal transformer backbone (``backbone_layers`` pre-norm blocks of attention and a 4x MLP) run over
     segments of ``segment_len`` tokens. Segment s is read as [M_s | x_1 .. x_L | M_s]: the first copy of the
     memory (read tokens) is attended by every token of the segment, the second copy (write tokens) comes after
-    the segment and attends to all of it, and the backbone's outputs there are the next memory, M_{s+1}. The
-    first segment reads learned memory embeddings. y_t is the backbone's output at token t.
+    the segment and attends to all of it, and the backbone's outputs there, through the final LayerNorm, are the
+    next memory, M_{s+1}. The first segment reads learned memory embeddings. y_t is the backbone's output at
+    token t, through the same LayerNorm. The norm matters: the raw outputs are a residual stream, each segment
+    adds to its memory, and carried through a long text the memory (and ARMT's store, written from it) grew
+    without bound until training turned to NaN.
 
     The state holds the memory, the backbone's KV caches of the current segment and the place in it, so a
     sequence processed in pieces, or one token at a time, gives the outputs of one call. ``bptt_segments``: the
@@ -106,6 +109,7 @@ class RecurrentMemoryTransformer(Mixer):
         if not bool(ended.any()):
             return state
         written, _, inputs = self._backbone(state.memory, state.backbone, state)  # (B, n_mem, d): write tokens
+        written = self.norm(written)
         state = self._store(state, inputs, ended)
         segments = state.segments + ended.long()
         if self.bptt_segments is not None:
