@@ -82,7 +82,7 @@ def train_step(model, optimizer, task, batch, distance, gen) -> float:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 @torch.no_grad()
@@ -107,14 +107,20 @@ def run_one(name: str, size: dict, threads: int, seed: int) -> dict:
     gen, pick = torch.Generator().manual_seed(seed), random.Random(seed)
     budget = 60 * size["minutes"]
     start = time.process_time()
-    calibration = 2 * len(size["train"])
+    # Calibration: the cost per step over the second and third cycles of the training distances (the first
+    # pays one-off set-up costs: timing it left runs at half their budget); it ends inside the warm-up, which
+    # does not depend on the number of steps.
+    cycle = len(size["train"])
+    calibration, warm = 3 * cycle, None
     losses, step, steps = [], 0, None
-    # calibration ends well inside the warm-up, which does not depend on the number of steps
     schedule = TrainConfig(lr=LR, min_lr=MIN_LR, warmup_steps=WARMUP, steps=WARMUP)
     while True:
         used = time.process_time() - start
+        if step == cycle:
+            warm = used
         if steps is None and step == calibration:
-            steps = max(step + 1, int(step * budget / max(used, 1e-9)))  # the distances cycle, so this is fair
+            per_step = max(used - warm, 1e-9) / (calibration - cycle)
+            steps = max(step + 1, step + int((budget - used) / per_step))
             schedule = TrainConfig(lr=LR, min_lr=MIN_LR, warmup_steps=WARMUP, steps=steps)
         if (steps is not None and step >= steps) or used > 1.5 * budget:
             break
