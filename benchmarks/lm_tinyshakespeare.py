@@ -139,7 +139,7 @@ def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
 # oldest first: a later file's row of the same mixer is a rerun and replaces the earlier one
 LEADERBOARD_FILES = ["lm_tinyshakespeare", "lm_tinyshakespeare_loops", "lm_tinyshakespeare_indrnn",
                      "lm_tinyshakespeare_parallel", "lm_tinyshakespeare_ssm", "lm_tinyshakespeare_memory",
-                     "lm_tinyshakespeare_memory2", "lm_tinyshakespeare_memory_lm2"]
+                     "lm_tinyshakespeare_memory2", "lm_tinyshakespeare_memory_lm2", "lm_tinyshakespeare_rmt"]
 
 
 def leaderboard() -> None:

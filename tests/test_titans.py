@@ -184,15 +184,17 @@ def test_mixer_memory_starts_from_its_learned_weights():
 
 
 def test_inner_learning_rate_is_bounded_by_max_lr():
-    """theta_t = max_lr * sigmoid(.) starts at max_lr / 2 and never passes max_lr, however large the gate's logit."""
-    mixer = build_mixer("titans", 8, n_heads=2, max_lr=0.05)
+    """theta_t = max_lr * sigmoid(.) starts at min(0.01, max_lr / 2) and never passes max_lr, however large the
+    gate's logit."""
     x = torch.randn(3, 6, 8)
-    with torch.no_grad():
-        mixer.gate_proj.weight.zero_()
-        theta = mixer._inputs(x, mixer.init_state(3).conv)[4]
-        torch.testing.assert_close(theta, torch.full_like(theta, 0.025))
-        mixer.gate_proj.bias.fill_(50.0)
-        assert float(mixer._inputs(x, mixer.init_state(3).conv)[4].max()) <= 0.05 * (1 + 1e-6)
+    for max_lr, start in ((1.0, 0.01), (0.05, 0.01), (0.01, 0.005)):
+        mixer = build_mixer("titans", 8, n_heads=2, max_lr=max_lr)
+        with torch.no_grad():
+            mixer.gate_proj.weight.zero_()
+            theta = mixer._inputs(x, mixer.init_state(3).conv)[4]
+            torch.testing.assert_close(theta, torch.full_like(theta, start))
+            mixer.gate_proj.bias.fill_(50.0)
+            assert float(mixer._inputs(x, mixer.init_state(3).conv)[4].max()) <= max_lr * (1 + 1e-6)
     for bad in (0, -0.1, 1.5, True, "0.1"):
         with pytest.raises(ConfigError, match="max_lr"):
             build_mixer("titans", 8, max_lr=bad)
@@ -203,7 +205,7 @@ def test_inner_learning_rate_is_bounded_by_max_lr():
 def test_bounded_inner_learning_rate_keeps_the_memory_finite(max_lr, finite):
     """theta at max_lr, momentum 0.9 (its initial value), no forgetting, unit-scale inputs as a pre-norm block
     gives them, over a long stream: the default bound keeps the MLP memory finite where the paper's unbounded
-    gate (max_lr=1) diverges."""
+    gate (max_lr=1, the default) diverges."""
     torch.manual_seed(0)
     mixer = build_mixer("titans", 32, n_heads=1, max_lr=max_lr)
     with torch.no_grad():
