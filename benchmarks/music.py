@@ -17,7 +17,8 @@ in the paper, whose recurrent layer reads the 88 keys directly). Training: Adam,
 8, gradient clipping at 1, early stopping on the validation NLL (patience 20 epochs, at most 500); the test NLL
 is that of the best validation epoch. Each mixer is trained at every learning rate of ``--lr`` (default 1e-3,
 3e-3, 1e-2) and the row is the one with the best validation NLL: at 1e-3 alone GRU and LSTM (torch.nn.LSTM in
-the same model too) stopped on a plateau near 11.4 nats while the tanh RNN reached 9.1. Writes benchmarks/results/music.json and music.md.
+the same model too) stopped on a plateau near 11.4 nats while the tanh RNN reached 9.1.
+Writes benchmarks/results/music[_TAG].json and music[_TAG].md.
 """
 from __future__ import annotations
 
@@ -142,6 +143,8 @@ def main() -> None:
                     help="Adam's learning rates to try; each mixer's row is its best on the validation set")
     ap.add_argument("--seed", type=int, default=0, help="model initialisation and batch order")
     ap.add_argument("--no-cache", action="store_true", help="parse the chorales without the roll cache")
+    ap.add_argument("--tag", default="", help="suffix of the results file names")
+    ap.add_argument("--skip-core", action="store_true", help="train only --mixers, not elman, gru and lstm")
     add_size_options(ap)
     args = ap.parse_args()
     set_threads(args)
@@ -156,9 +159,11 @@ def main() -> None:
     splits = {part: [rolls[n] for n in part_names] for part, part_names in names.items()}
     print(", ".join(f"{part}: {len(r)} chorales, {sum(x.shape[0] for x in r):,} steps"
                     for part, r in splits.items()), flush=True)
-    mixers = list(dict.fromkeys(CORE + args.mixers))
+    mixers = list(dict.fromkeys(([] if args.skip_core else CORE) + args.mixers))
+    if not mixers:
+        ap.error("--skip-core needs --mixers")
     rows = [best_lr(m, splits, cfg, args.lr) for m in mixers]
-    name = "music_quick" if args.quick else "music"
+    name = ("music_quick" if args.quick else "music") + (f"_{args.tag}" if args.tag else "")
     sizes = {part: {"chorales": len(r), "steps": sum(x.shape[0] for x in r)} for part, r in splits.items()}
     config = {**asdict(cfg), "lr": args.lr}
     path = write_results(name, {"config": config, "quick": args.quick, "data": sizes, "runs": rows})
