@@ -176,6 +176,16 @@ def check_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
         raise ConfigError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
 
 
+def check_real(owner: str, name: str, value: Any, low: float, high: float = math.inf,
+               low_open: bool = False) -> None:
+    """Raise a ConfigError unless ``value`` is a real number in [low, high] ((low, high] when ``low_open``)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value <= high
+    ok = ok and (value > low if low_open else value >= low) and math.isfinite(value)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{']' if math.isfinite(high) else ')'}"
+        raise ConfigError(f"{owner}: {name} must be a finite number in {interval}, got {value!r}")
+
+
 def check_expand(owner: str, expand: Any, d_model: int) -> int:
     """The hidden width int(expand * d_model), or a ConfigError when it is not a positive number of units."""
     if (isinstance(expand, bool) or not isinstance(expand, (int, float)) or not 0 < expand < math.inf

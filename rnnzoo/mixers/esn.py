@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnzoo.errors import ConfigError, DataError, ShapeError
-from rnnzoo.mixers.base import Mixer, check_bool, check_input, check_int, check_lengths
+from rnnzoo.mixers.base import Mixer, check_bool, check_input, check_int, check_lengths, check_real
 from rnnzoo.mixers.registry import register_mixer
 from rnnzoo.ops.reservoir import esn
 
@@ -20,15 +20,6 @@ FIT_CHUNK = 4096
 
 class ESNState(NamedTuple):
     h: torch.Tensor  # (B, N)
-
-
-def check_real(name: str, value, low: float, high: float = math.inf, low_open: bool = False) -> None:
-    """Raise a ConfigError unless ``value`` is a real number in [low, high] ((low, high] when ``low_open``)."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value <= high
-    ok = ok and (value > low if low_open else value >= low) and math.isfinite(value)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{']' if math.isfinite(high) else ')'}"
-        raise ConfigError(f"esn: {name} must be a finite number in {interval}, got {value!r}")
 
 
 @register_mixer("esn", "Echo state network (Jaeger 2001): fixed sparse leaky tanh reservoir, linear readout")
@@ -55,11 +46,11 @@ class ESN(Mixer):
         super().__init__(d_model)
         N = 4 * d_model if n_reservoir is None else n_reservoir
         check_int("esn", "n_reservoir", N)
-        check_real("spectral_radius", spectral_radius, 0)
-        check_real("leak", leak, 0, 1, low_open=True)
-        check_real("input_scaling", input_scaling, 0)
-        check_real("density", density, 0, 1, low_open=True)
-        check_real("bias_scaling", bias_scaling, 0)
+        check_real("esn", "spectral_radius", spectral_radius, 0)
+        check_real("esn", "leak", leak, 0, 1, low_open=True)
+        check_real("esn", "input_scaling", input_scaling, 0)
+        check_real("esn", "density", density, 0, 1, low_open=True)
+        check_real("esn", "bias_scaling", bias_scaling, 0)
         if seed is not None:
             check_int("esn", "seed", seed, minimum=0)
         check_bool("esn", "include_input", include_input)

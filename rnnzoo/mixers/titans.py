@@ -41,8 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnzoo.errors import ConfigError
-from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int
+from rnnzoo.mixers.base import Mixer, check_bool, check_choice, check_int, check_real
 from rnnzoo.mixers.components import RMSNorm, ShortConv, conv_silu
 from rnnzoo.mixers.deltanet import l2norm
 from rnnzoo.mixers.linear_attention import check_heads
@@ -94,8 +93,7 @@ class Titans(Mixer):
         check_bool(name, "use_short_conv", use_short_conv)
         check_int(name, "conv_size", conv_size, minimum=2)
         check_int(name, "chunk_size", chunk_size)
-        if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not 0 < max_lr <= 1:
-            raise ConfigError(f"{name}: max_lr must be a number in (0, 1], got {max_lr!r}")
+        check_real(name, "max_lr", max_lr, 0, 1, low_open=True)
         check_choice(name, "mode", mode, ("chunk", "recurrent"))
         self.n_heads, self.head_k, self.head_v, self.d_mem = H, K, V, d_mem
         self.chunk_size, self.max_lr, self.mode = chunk_size, float(max_lr), mode
