@@ -204,7 +204,7 @@ def test_inner_learning_rate_is_bounded_by_max_lr():
 @pytest.mark.parametrize("max_lr, finite", [(0.01, True), (1.0, False)])
 def test_bounded_inner_learning_rate_keeps_the_memory_finite(max_lr, finite):
     """theta at max_lr, momentum 0.9 (its initial value), no forgetting, unit-scale inputs as a pre-norm block
-    gives them, over a long stream: the default bound keeps the MLP memory finite where the paper's unbounded
+    gives them, over a long stream: a bound of 0.01 keeps the MLP memory finite where the paper's unbounded
     gate (max_lr=1, the default) diverges."""
     torch.manual_seed(0)
     mixer = build_mixer("titans", 32, n_heads=1, max_lr=max_lr)
