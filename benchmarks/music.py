@@ -78,16 +78,18 @@ def size_model(mixer: str, cfg: RunConfig) -> tuple[int, int]:
 
 def best_lr(mixer: str, splits: dict[str, list[torch.Tensor]], cfg: RunConfig, lrs: list[float]) -> dict:
     """Train ``mixer`` at each learning rate; the run with the best validation NLL, with every run's summary."""
-    runs = [train_one(mixer, splits, replace(cfg, lr=lr)) for lr in lrs]
+    size = size_model(mixer, cfg)
+    runs = [train_one(mixer, size, splits, replace(cfg, lr=lr)) for lr in lrs]
     best = min(runs, key=lambda r: r["valid_nll"])
     sweep = [{k: r[k] for k in ("lr", "epochs", "valid_nll", "test_nll", "diverged")} for r in runs]
     return {**best, "lr_sweep": sweep, "wall_s": sum(r["wall_s"] for r in runs),
             "cpu_s": sum(r["cpu_s"] for r in runs)}
 
 
-def train_one(mixer: str, splits: dict[str, list[torch.Tensor]], cfg: RunConfig) -> dict:
-    """Train ``mixer`` with early stopping; the test NLL of the epoch with the best validation NLL."""
-    d_model, params = size_model(mixer, cfg)
+def train_one(mixer: str, size: tuple[int, int], splits: dict[str, list[torch.Tensor]], cfg: RunConfig) -> dict:
+    """Train ``mixer`` at ``size`` (d_model, parameters) with early stopping; the test NLL of the epoch with the
+    best validation NLL."""
+    d_model, params = size
     torch.manual_seed(cfg.seed)
     model = PianoRollModel(mixer, d_model, cfg.n_layers, residual=cfg.residual)
     print(f"{mixer}: d_model={d_model}, {params:,} parameters", flush=True)
@@ -125,8 +127,8 @@ def train_one(mixer: str, splits: dict[str, list[torch.Tensor]], cfg: RunConfig)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     model.load_state_dict(best["state"])
     test = dataset_nll(model, splits["test"])
-    print(f"{mixer} at lr {cfg.lr:g}: test NLL {test:.3f} per step (valid {best['valid_nll']:.3f} at epoch {best['epoch']} "
-          f"of {len(history)}), {wall:.0f} s", flush=True)
+    print(f"{mixer} at lr {cfg.lr:g}: test NLL {test:.3f} per step (valid {best['valid_nll']:.3f} at epoch "
+          f"{best['epoch']} of {len(history)}), {wall:.0f} s", flush=True)
     return {"mixer": mixer, "lr": cfg.lr, "d_model": d_model, "params": params, "epochs": len(history),
             "best_epoch": best["epoch"], "valid_nll": best["valid_nll"], "test_nll": test,
             "chung_2014_test_nll": CHUNG_2014.get(mixer), "diverged": diverged, "wall_s": wall, "cpu_s": cpu,
