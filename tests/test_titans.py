@@ -56,9 +56,10 @@ def memory_mlp(weights, x):
     return x
 
 
-def autograd_loop(x, chunk_size, offset=0, anchored=True):
+def autograd_loop(x, chunk_size, offset=0, anchored=True, max_grad_norm=None):
     """Token by token; each gradient of ||M(k_t) - v_t||^2 by autograd at the chunk-start weights (the anchor),
-    or at M_{t-1} with anchored=False."""
+    or at M_{t-1} with anchored=False; with ``max_grad_norm``, each memory's gradient (all layers, per batch
+    row and head) rescaled to that norm where it is longer."""
     s = state_of(x)
     W, S, P = list(s.weights), list(s.momentum), list(s.anchor)
     outs = []
@@ -66,6 +67,9 @@ def autograd_loop(x, chunk_size, offset=0, anchored=True):
         at = P if anchored else W
         loss = (memory_mlp(at, x["k"][:, t]) - x["v"][:, t]).pow(2).sum()
         grads = torch.autograd.grad(loss, at, create_graph=True)
+        if max_grad_norm is not None:
+            norm = torch.stack([u.square().sum((-2, -1)) for u in grads]).sum(0).sqrt()[..., None, None]
+            grads = [u * torch.where(norm > max_grad_norm, max_grad_norm / norm, 1.0) for u in grads]
         eta, theta, alpha = (x[g][:, t, :, None, None] for g in ("eta", "theta", "alpha"))
         S = [eta * S_l - theta * u for S_l, u in zip(S, grads)]
         W = [(1 - alpha) * W_l + S_l for W_l, S_l in zip(W, S)]
@@ -83,6 +87,22 @@ def test_matches_autograd_token_loop(mode, chunk_size, offset, n_layers):
     want = with_grads(autograd_loop(x, chunk_size, offset), x.values())
     got = with_grads(call(x, chunk_size=chunk_size, offset=offset, mode=mode), x.values())
     assert_rel_close(got, want, 1e-10)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+@pytest.mark.parametrize("chunk_size,offset", [(1, 0), (4, 3)])
+@pytest.mark.parametrize("mode", ["chunk", "recurrent"])
+def test_clipped_gradients_match_autograd_token_loop(mode, chunk_size, offset, n_layers):
+    """The inputs' gradient norms run from about 0.1 to 15, so a bound of 2.5 clips some tokens and not others;
+    a bound above them all changes nothing."""
+    x = make_inputs(11, n_layers)
+    kw = dict(chunk_size=chunk_size, offset=offset, mode=mode)
+    want = with_grads(autograd_loop(x, chunk_size, offset, max_grad_norm=2.5), x.values())
+    got = with_grads(call(x, max_grad_norm=2.5, **kw), x.values())
+    assert_rel_close(got, want, 1e-10)
+    free = call(x, **kw)
+    assert not torch.allclose(got[0], free[0])
+    assert_rel_close(call(x, max_grad_norm=1e6, **kw), free, 0)
 
 
 @pytest.mark.parametrize("mode", ["chunk", "recurrent"])
@@ -143,6 +163,11 @@ def test_bad_inputs_raise_clear_errors():
         call(x, chunk_size=4, offset=4)
     with pytest.raises(ConfigError, match="mode"):
         call(x, mode="fast")
+    for bad in (0, -1.0, float("inf"), True, "1"):
+        with pytest.raises(ConfigError, match="max_grad_norm"):
+            call(x, max_grad_norm=bad)
+        with pytest.raises(ConfigError, match="max_grad_norm"):
+            build_mixer("titans", 8, max_grad_norm=bad)
     with pytest.raises(ShapeError, match="alpha"):
         call({**x, "alpha": x["alpha"][:, :, :1]})
     with pytest.raises(ShapeError, match="weights"):
@@ -201,13 +226,13 @@ def test_inner_learning_rate_is_bounded_by_max_lr():
     assert build_mixer("titans_mag", 8, max_lr=0.02).memory.max_lr == 0.02
 
 
-@pytest.mark.parametrize("max_lr, finite", [(0.01, True), (1.0, False)])
-def test_bounded_inner_learning_rate_keeps_the_memory_finite(max_lr, finite):
+@pytest.mark.parametrize("max_lr, max_grad_norm, finite", [(1.0, None, False), (0.01, None, True), (1.0, 1.0, True)])
+def test_bounded_inner_step_keeps_the_memory_finite(max_lr, max_grad_norm, finite):
     """theta at max_lr, momentum 0.9 (its initial value), no forgetting, unit-scale inputs as a pre-norm block
-    gives them, over a long stream: a bound of 0.01 keeps the MLP memory finite where the paper's unbounded
-    gate (max_lr=1, the default) diverges."""
+    gives them, over a long stream: the paper's form (max_lr=1, no clipping) diverges; a bound of 0.01 on theta,
+    or clipping each token's gradient to norm 1 (the default), keeps the MLP memory finite."""
     torch.manual_seed(0)
-    mixer = build_mixer("titans", 32, n_heads=1, max_lr=max_lr)
+    mixer = build_mixer("titans", 32, n_heads=1, max_lr=max_lr, max_grad_norm=max_grad_norm)
     with torch.no_grad():
         mixer.gate_proj.weight.zero_()
         mixer.gate_proj.bias.copy_(torch.tensor([2.2, 50.0, -50.0]))  # eta 0.9, theta max_lr, alpha 0

@@ -16,15 +16,22 @@ sequence, so the state carries the step count and the anchor weights besides M_t
 sit at different places in their chunks is run in groups of rows that share one. The memory's initial
 weights M_0 are parameters, learned by the outer loop: an MLP that starts at zero never moves.
 
-``max_lr`` bounds the inner learning rate theta_t (default 1: the paper's gate, in [0, 1]). With an MLP memory
-the test-time descent is unstable well below 1: the step a weight takes grows with the other layer's weights, a
-chunk sums C gradients taken at one point, and momentum multiplies a step by up to 1 / (1 - eta). In the
-character LM benchmark the MAL hybrid's theta reached 0.08 with eta near 0.98 after 36 training steps and the
-memory went from 1 to NaN within one 128-token batch (replaying that batch, a cap of 0.01 kept it at 1.4).
-A cap is not a cure, though: with max_lr=0.01 MAL still diverged (at step 47, its second layer's eta at 0.99,
-so momentum made up the step), and where the state is carried through a long text a capped update cannot
-hold the weights against the forgetting gate, so a layer's memory decayed towards zero, where a two-layer MLP
-has no gradient. Hence the paper's default; the benchmark's README section has the numbers.
+The paper's test-time descent is unstable with an MLP memory: the gradient a layer's weights get grows with
+the other layer's weights, so a large step makes the next gradient larger, and momentum multiplies a step by up
+to 1 / (1 - eta). In the character LM benchmark the MAL hybrid's theta reached 0.08 with eta near 0.98 after 36
+training steps and the memory went from 1 to NaN within one 128-token batch. Two bounds are offered:
+
+- ``max_grad_norm`` (default 1): each token's gradient, its norm taken over all the memory's layers, is
+  clipped to this norm before it enters the momentum (a scale on that token's theta, so the chunked form is
+  unchanged). That breaks the feedback: the weights can then grow only polynomially in the tokens read (the
+  momentum at most linearly, the weights at most quadratically), not exponentially. None is the paper's
+  unclipped update.
+- ``max_lr`` (default 1, the paper's gate) bounds theta_t = max_lr * sigmoid(.). A cap of 0.01 alone did not
+  stop the hybrids diverging (momentum made up the step), and where the state is carried through a long text
+  a capped update cannot hold the weights against the forgetting gate: a layer's memory decayed towards zero,
+  where a two-layer MLP has no gradient.
+
+The benchmark's README section has the numbers.
 
 The combinations with attention (memory as a context, a gate, a layer: MAC, MAG, MAL) are in titans_hybrid.py;
 they read the memory without writing it through ``retrieve``.
@@ -54,6 +61,7 @@ NORM_EPS = 1e-5
 # little forgetting.
 THETA_INIT, ETA_INIT, ALPHA_INIT = 0.01, 0.9, 0.01
 MAX_LR = 1.0
+MAX_GRAD_NORM = 1.0
 
 
 class TitansState(NamedTuple):
@@ -77,13 +85,14 @@ class Titans(Mixer):
     d_model / n_heads; ``d_mem``, the memory MLP's hidden width per head (default twice the head width);
     ``n_mem_layers`` (2; 1 is a linear memory, Gated DeltaNet-like with momentum); ``use_short_conv``,
     ``conv_size``; ``chunk_size``, the tokens whose gradients share one set of weights; ``max_lr``, the bound on
-    the inner learning rate theta_t (1.0, the paper's gate); ``mode``: 'chunk' (the parallel form) or
+    the inner learning rate theta_t (1.0, the paper's gate); ``max_grad_norm``, the norm each token's gradient
+    is clipped to (1.0; None: no clipping, the paper's update); ``mode``: 'chunk' (the parallel form) or
     'recurrent' (the token loop).
     """
 
     def __init__(self, d_model: int, n_heads: int | None = None, d_mem: int | None = None, n_mem_layers: int = 2,
                  use_short_conv: bool = True, conv_size: int = 4, chunk_size: int = 16, max_lr: float = MAX_LR,
-                 mode: str = "chunk"):
+                 max_grad_norm: float | None = MAX_GRAD_NORM, mode: str = "chunk"):
         name = "titans"
         super().__init__(d_model)
         H, K, V = check_heads(name, d_model, n_heads, 1, 1)
@@ -94,9 +103,12 @@ class Titans(Mixer):
         check_int(name, "conv_size", conv_size, minimum=2)
         check_int(name, "chunk_size", chunk_size)
         check_real(name, "max_lr", max_lr, 0, 1, low_open=True)
+        if max_grad_norm is not None:
+            check_real(name, "max_grad_norm", max_grad_norm, 0, low_open=True)
         check_choice(name, "mode", mode, ("chunk", "recurrent"))
         self.n_heads, self.head_k, self.head_v, self.d_mem = H, K, V, d_mem
         self.chunk_size, self.max_lr, self.mode = chunk_size, float(max_lr), mode
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
 
         self.q_proj = nn.Linear(d_model, H * K, bias=False)
         self.k_proj = nn.Linear(d_model, H * K, bias=False)
@@ -145,13 +157,13 @@ class Titans(Mixer):
 
     def _memory(self, q, k, v, eta, theta, alpha, memory, offset):
         return titans_memory(q, k, v, eta, theta, alpha, memory, chunk_size=self.chunk_size, offset=offset,
-                             mode=self.mode)
+                             mode=self.mode, max_grad_norm=self.max_grad_norm)
 
     def _step(self, x_t, state):
         q, k, v, eta, theta, alpha, conv = self._inputs(x_t, state.conv, step=True)  # (B, H, K), ..., (B, H)
         refresh = (state.pos + 1) % self.chunk_size == 0  # (B,): this token ends a chunk
         memory = MemoryState(state.weights, state.momentum, state.anchor)
-        o, memory = memory_step(q, k, v, eta, theta, alpha, memory, refresh)  # (B, H, V)
+        o, memory = memory_step(q, k, v, eta, theta, alpha, memory, refresh, self.max_grad_norm)  # (B, H, V)
         return self._output(o, x_t), TitansState(*memory, state.pos + 1, conv)
 
     def retrieve(self, x: torch.Tensor, weights: tuple) -> torch.Tensor:
@@ -190,4 +202,4 @@ class Titans(Mixer):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, n_heads={self.n_heads}, head_k={self.head_k}, d_mem={self.d_mem}, "
                 f"n_mem_layers={len(self.memory_init)}, chunk_size={self.chunk_size}, max_lr={self.max_lr:g}, "
-                f"mode={self.mode!r}")
+                f"max_grad_norm={self.max_grad_norm}, mode={self.mode!r}")

@@ -33,8 +33,8 @@ only: before the memory they would just set its starting state, the role of its 
 
 Options shared by the three: ``n_heads`` (of both the attention and the memory, default max(1, d_model // 64)),
 ``n_persistent`` (0), ``rotary``, and the memory's ``d_mem``, ``n_mem_layers``, ``chunk_size``,
-``use_short_conv``, ``conv_size``, ``max_lr`` and ``mode`` (see the titans mixer). MAG and MAL take the attention's
-``window`` (512); MAC takes ``segment_len`` (128).
+``use_short_conv``, ``conv_size``, ``max_lr``, ``max_grad_norm`` and ``mode`` (see the titans mixer). MAG and
+MAL take the attention's ``window`` (512); MAC takes ``segment_len`` (128).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from rnnzoo.mixers.base import Mixer, check_int
 from rnnzoo.mixers.components import RMSNorm
 from rnnzoo.mixers.registry import build_mixer, register_mixer
 from rnnzoo.mixers.state import reset_state
-from rnnzoo.mixers.titans import MAX_LR, NORM_EPS, TitansState
+from rnnzoo.mixers.titans import MAX_GRAD_NORM, MAX_LR, NORM_EPS, TitansState
 from rnnzoo.ops.loop import segment_sizes
 
 
@@ -97,10 +97,12 @@ class SlidingWindowHybrid(Mixer):
 
     def __init__(self, d_model: int, n_heads: int | None = None, window: int = 512, n_persistent: int = 0,
                  rotary: bool = True, d_mem: int | None = None, n_mem_layers: int = 2, chunk_size: int = 16,
-                 use_short_conv: bool = True, conv_size: int = 4, max_lr: float = MAX_LR, mode: str = "chunk"):
+                 use_short_conv: bool = True, conv_size: int = 4, max_lr: float = MAX_LR,
+                 max_grad_norm: float | None = MAX_GRAD_NORM, mode: str = "chunk"):
         super().__init__(d_model)
         memory_options = dict(d_mem=d_mem, n_mem_layers=n_mem_layers, chunk_size=chunk_size,
-                              use_short_conv=use_short_conv, conv_size=conv_size, max_lr=max_lr, mode=mode)
+                              use_short_conv=use_short_conv, conv_size=conv_size, max_lr=max_lr,
+                              max_grad_norm=max_grad_norm, mode=mode)
         self.memory, self.attention = build_parts(d_model, n_heads, n_persistent, rotary, memory_options,
                                                   window=window)
         if self.gated:
@@ -164,11 +166,13 @@ class TitansMAC(Mixer):
 
     def __init__(self, d_model: int, n_heads: int | None = None, segment_len: int = 128, n_persistent: int = 0,
                  rotary: bool = True, d_mem: int | None = None, n_mem_layers: int = 2, chunk_size: int = 16,
-                 use_short_conv: bool = True, conv_size: int = 4, max_lr: float = MAX_LR, mode: str = "chunk"):
+                 use_short_conv: bool = True, conv_size: int = 4, max_lr: float = MAX_LR,
+                 max_grad_norm: float | None = MAX_GRAD_NORM, mode: str = "chunk"):
         super().__init__(d_model)
         check_int("titans_mac", "segment_len", segment_len)
         memory_options = dict(d_mem=d_mem, n_mem_layers=n_mem_layers, chunk_size=chunk_size,
-                              use_short_conv=use_short_conv, conv_size=conv_size, max_lr=max_lr, mode=mode)
+                              use_short_conv=use_short_conv, conv_size=conv_size, max_lr=max_lr,
+                              max_grad_norm=max_grad_norm, mode=mode)
         self.memory, self.attention = build_parts(d_model, n_heads, n_persistent, rotary, memory_options,
                                                   max_len=2 * segment_len)
         self.gate = MemoryGate(d_model)

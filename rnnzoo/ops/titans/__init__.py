@@ -2,7 +2,8 @@
 Test Time"): an MLP whose weights are the state, trained while it reads by gradient descent with momentum and
 weight decay on the associative loss l(M; k, v) = ||M(k) - v||^2:
 
-    u_t = grad_M ||M(k_t) - v_t||^2 at the anchor (the weights at the start of t's chunk)
+    u_t = grad_M ||M(k_t) - v_t||^2 at the anchor (the weights at the start of t's chunk), clipped to a norm
+          of at most ``max_grad_norm`` when one is given
     S_t = eta_t S_{t-1} - theta_t u_t          (the surprise: momentum, with decay eta_t)
     M_t = (1 - alpha_t) M_{t-1} + S_t          (alpha_t: weight decay, the forget gate)
     o_t = M_t(q_t)                             (retrieval after token t's update)
@@ -60,18 +61,23 @@ def check_gates(op: str, gates: dict[str, object], B: int, T: int, H: int, like:
 
 def titans_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Tensor, theta: torch.Tensor,
                   alpha: torch.Tensor, initial_state: MemoryState, chunk_size: int = 16, offset: int = 0,
-                  mode: str = "auto") -> tuple[torch.Tensor, MemoryState]:
+                  mode: str = "auto", max_grad_norm: float | None = None) -> tuple[torch.Tensor, MemoryState]:
     """Read and write the memory over a sequence (equations in the module docstring).
 
     q, k (B, T, H, K), v (B, T, H, V), eta, theta, alpha (B, T, H) in [0, 1], initial_state a MemoryState;
-    ``offset`` in [0, chunk_size): tokens of the current chunk already read. Returns o (B, T, H, V) and the
-    final MemoryState. The state has no zero default: an MLP with all-zero weights has zero gradients.
+    ``offset`` in [0, chunk_size): tokens of the current chunk already read; ``max_grad_norm`` > 0 clips each
+    token's gradient (its norm over all layers) before it enters the momentum, None does not. Returns
+    o (B, T, H, V) and the final MemoryState. The state has no zero default: an MLP with all-zero weights has
+    zero gradients.
     """
     op = "titans_memory"
     check_choice(op, "mode", mode, MODES)
     check_chunk_size(op, chunk_size)
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < chunk_size:
         raise ConfigError(f"{op}: offset must be an int in [0, chunk_size={chunk_size}), got {offset!r}")
+    real = isinstance(max_grad_norm, (int, float)) and not isinstance(max_grad_norm, bool)
+    if max_grad_norm is not None and not (real and 0 < max_grad_norm < float("inf")):
+        raise ConfigError(f"{op}: max_grad_norm must be a positive finite number or None, got {max_grad_norm!r}")
     B, T, H, K, V = check_qkv(op, q, k, v)
     check_gates(op, {"eta": eta, "theta": theta, "alpha": alpha}, B, T, H, q)
     check_memory_state(op, initial_state, B, H, K, V, q)
@@ -79,4 +85,4 @@ def titans_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.
     if T == 0:
         return q.new_zeros(B, 0, H, V), state
     run = titans_recurrent if mode == "recurrent" else titans_chunk
-    return run(q, k, v, eta, theta, alpha, state, chunk_size, offset)
+    return run(q, k, v, eta, theta, alpha, state, chunk_size, offset, max_grad_norm)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnzoo.ops.loop import segment_sizes
-from rnnzoo.ops.titans.memory import MemoryState, loss_grad_factors
+from rnnzoo.ops.titans.memory import MemoryState, clip_rate, loss_grad_factors
 
 
 def segment_sum(log_a: torch.Tensor) -> torch.Tensor:
@@ -32,12 +32,14 @@ def segment_sum(log_a: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~torch.tril(ones), float("-inf"))
 
 
-def chunk_update(q, k, v, log_eta, theta, log_keep, state: MemoryState) -> tuple[torch.Tensor, tuple, tuple]:
+def chunk_update(q, k, v, log_eta, theta, log_keep, state: MemoryState,
+                 max_grad_norm: float | None) -> tuple[torch.Tensor, tuple, tuple]:
     """One chunk: q, k (B, H, n, K), v (B, H, n, V), log eta, theta, log (1 - alpha) (B, H, n).
 
     Returns o (B, H, n, V) and the weights and momentum after the chunk's last token.
     """
     acts, deltas = loss_grad_factors(state.anchor, k, v)  # a_{l-1} (B, H, n, d_{l-1}), delta_l (B, H, n, d_l)
+    theta = clip_rate(theta, acts, deltas, max_grad_norm)  # (B, H, n)
     D_keep = segment_sum(log_keep).exp()  # (B, H, n, n), beta_t / beta_s
     D_eta = segment_sum(log_eta).exp()  # (B, H, n, n), E_s / E_i
     c = (D_keep @ D_eta) * theta[..., None, :]  # (B, H, n, n), c_ti
@@ -58,8 +60,8 @@ def chunk_update(q, k, v, log_eta, theta, log_keep, state: MemoryState) -> tuple
 
 
 def titans_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Tensor, theta: torch.Tensor,
-                 alpha: torch.Tensor, state: MemoryState, chunk_size: int,
-                 offset: int) -> tuple[torch.Tensor, MemoryState]:
+                 alpha: torch.Tensor, state: MemoryState, chunk_size: int, offset: int,
+                 max_grad_norm: float | None = None) -> tuple[torch.Tensor, MemoryState]:
     """The whole sequence in chunks aligned to the absolute position: the first token is number ``offset`` of its
     chunk, so the first piece is cut short and ends at the boundary where the anchor becomes the weights."""
     q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # (B, H, T, K), (B, H, T, K), (B, H, T, V)
@@ -68,7 +70,7 @@ def titans_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.T
     outs, end = [], 0
     for q_c, k_c, v_c, eta_c, theta_c, keep_c in zip(*(x.split(sizes, dim=2) for x in (q, k, v)),
                                                      *(x.split(sizes, dim=-1) for x in (log_eta, theta, log_keep))):
-        o, weights, momentum = chunk_update(q_c, k_c, v_c, eta_c, theta_c, keep_c, state)
+        o, weights, momentum = chunk_update(q_c, k_c, v_c, eta_c, theta_c, keep_c, state, max_grad_norm)
         end += q_c.shape[2]
         anchor = weights if (offset + end) % chunk_size == 0 else state.anchor
         state = MemoryState(weights, momentum, anchor)

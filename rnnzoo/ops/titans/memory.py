@@ -7,7 +7,9 @@ x (..., n, d_0). With a_0 = x:
     z_l = a_{l-1} W_l^T,   a_l = SiLU(z_l) for l < L,   M(x) = a_L = z_L      (no biases)
 
 The associative loss of one token is l = ||M(k) - v||^2. Backpropagating it, with delta_L = 2 (M(k) - v) and
-delta_l = (delta_{l+1} W_{l+1}) * SiLU'(z_l), gives dl/dW_l = delta_l^T a_{l-1}: an outer product per token.
+delta_l = (delta_{l+1} W_{l+1}) * SiLU'(z_l), gives dl/dW_l = delta_l^T a_{l-1}: an outer product per token,
+so the norm of a token's whole gradient, sqrt(sum_l ||delta_l||^2 ||a_{l-1}||^2), costs no outer product, and
+clipping it is a scale on that token's learning rate.
 """
 from __future__ import annotations
 
@@ -61,3 +63,15 @@ def loss_grad_factors(weights: tuple[torch.Tensor, ...], k: torch.Tensor,
         delta = (delta @ weights[l]) * silu_grad(pre[l - 1])  # (..., n, d_l)
         deltas.append(delta)
     return acts, deltas[::-1]
+
+
+def clip_rate(theta: torch.Tensor, acts: list[torch.Tensor], deltas: list[torch.Tensor],
+              max_grad_norm: float | None) -> torch.Tensor:
+    """theta_i scaled by min(1, max_grad_norm / ||u_i||), u_i token i's gradient over all layers (Frobenius norm):
+    the step theta_i u_i of a token whose gradient is clipped to ``max_grad_norm``. theta (...,) matches the
+    token dimensions of acts and deltas (..., d). None leaves theta alone.
+    """
+    if max_grad_norm is None:
+        return theta
+    sq = sum(d.square().sum(-1) * a.square().sum(-1) for a, d in zip(acts, deltas))  # (...,), ||u_i||^2
+    return theta * (max_grad_norm * sq.clamp_min(1e-24).rsqrt()).clamp(max=1)
