@@ -136,6 +136,7 @@ MIXER_CONFIGS: dict[str, list[dict]] = {
         {"d_state": 4, "head_dim": 4},
         {"d_state": 3, "head_dim": 2, "n_groups": 2, "expand": 1, "chunk_size": 3},
         {"d_state": 4, "head_dim": 4, "mode": "recurrent"},
+        {"d_state": 3, "head_dim": 4, "allow_neg_eigval": True, "chunk_size": 3},
     ],
     "paragru": [
         {},

@@ -65,14 +65,32 @@ def test_selective_chunk_matches_recurrent(T, chunk_size, with_state, neg_eigval
                      want, 1e-4)
 
 
+@pytest.mark.parametrize("neg_eigval", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("T,chunk_size", [(1, 64), (63, 16), (500, 64)])
-def test_ssd_chunk_matches_recurrent(T, chunk_size, with_state):
+def test_ssd_chunk_matches_recurrent(T, chunk_size, with_state, neg_eigval):
     x = ssd_inputs(2, T, 4, 3, 2, 5, with_state)
-    want = with_grads(run_ssd(x, mode="recurrent"), x.values())
-    assert_rel_close(with_grads(run_ssd(x, mode="chunk", chunk_size=chunk_size), x.values()), want, 1e-10)
+    if neg_eigval and T > 1:  # both signs of 2 exp(dt A) - 1 occur, so the sign bookkeeping is exercised
+        a = 2 * (x["dt"] * x["A"]).exp() - 1
+        assert bool((a < 0).any()) and bool((a > 0).any())
+    kw = dict(neg_eigval=neg_eigval)
+    want = with_grads(run_ssd(x, mode="recurrent", **kw), x.values())
+    assert_rel_close(with_grads(run_ssd(x, mode="chunk", chunk_size=chunk_size, **kw), x.values()), want, 1e-10)
     x32 = as_float32(x)
-    assert_rel_close(with_grads(run_ssd(x32, chunk_size=chunk_size), x32.values()), want, 1e-4)
+    assert_rel_close(with_grads(run_ssd(x32, chunk_size=chunk_size, **kw), x32.values()), want, 1e-4)
+
+
+@pytest.mark.parametrize("mode", ["chunk", "recurrent"])
+def test_ssd_negative_eigenvalues_flip_the_state(mode):
+    """With dt A -> -inf the transition is 2 exp(.) - 1 = -1: with no input the state changes sign every step,
+    so after an odd number of steps (inside one chunk and across chunks) it is -h0."""
+    h0 = torch.randn(1, 1, 2, 3, dtype=F64)
+    for T in (3, 4, 7):
+        zeros = torch.zeros(1, T, 1, 2, dtype=F64)
+        y, h = ssd(torch.zeros(1, T, 1, 3, dtype=F64), torch.ones(1, T, 1, dtype=F64),
+                   torch.full((1,), -1e4, dtype=F64), zeros, zeros, chunk_size=2, initial_state=h0, mode=mode,
+                   neg_eigval=True)
+        torch.testing.assert_close(h, h0 * (-1) ** T)
 
 
 def test_selective_loop_matches_the_unrolled_sum():

@@ -123,19 +123,21 @@ class Mamba2(Mixer):
         z, xBC, dt = W_in u_t                                   (d_inner, d_inner + 2 G N, H)
         x, B, C    = SiLU(conv1d(xBC))_t                        (depthwise, causal, d_conv taps)
         dt_t       = softplus(dt + dt_bias)                     (H)
-        h_t        = exp(dt_t A_h) h_{t-1} + dt_t B_t x_t^T,    A = -exp(A_log)    (d_state, head_dim) per head
+        a_t        = exp(dt_t A_h),                             A = -exp(A_log)
+        h_t        = a_t h_{t-1} + dt_t B_t x_t^T                                  (d_state, head_dim) per head
         y_t        = W_out RMSNorm((h_t^T C_t + D_h x_t) * SiLU(z_t))
 
     Initialisation as in the paper: A uniform in [1, 16], softplus(dt_bias) log-uniform in [dt_min, dt_max],
     D = 1. Options: ``d_state`` (64), ``d_conv`` (4), ``expand`` (2), ``head_dim`` (gcd(d_inner, 64), so 64 when
-    64 divides d_inner), ``n_groups`` (1),
-    ``dt_min``/``dt_max``, ``mode`` ('chunk', the SSD chunk algorithm, or 'recurrent') and ``chunk_size``.
+    64 divides d_inner), ``n_groups`` (1), ``dt_min``/``dt_max``, ``allow_neg_eigval`` (a_t = 2 exp(dt_t A_h) - 1
+    in (-1, 1), as the mamba mixer's option, after Grazzi et al. 2024), ``mode`` ('chunk', the SSD chunk
+    algorithm, or 'recurrent') and ``chunk_size``.
     """
 
     def __init__(self, d_model: int, d_state: int = 64, d_conv: int = 4, expand: float = 2,
                  head_dim: int | None = None,
-                 n_groups: int = 1, dt_min: float = 1e-3, dt_max: float = 0.1, mode: str = "chunk",
-                 chunk_size: int = 64):
+                 n_groups: int = 1, dt_min: float = 1e-3, dt_max: float = 0.1, allow_neg_eigval: bool = False,
+                 mode: str = "chunk", chunk_size: int = 64):
         name = "mamba2"
         d_inner = check_expand(name, expand, d_model)
         head_dim = math.gcd(d_inner, 64) if head_dim is None else head_dim
@@ -149,10 +151,11 @@ class Mamba2(Mixer):
         if H % n_groups:
             raise ConfigError(f"mamba2: n_groups={n_groups} must divide the number of heads {H}")
         check_dt_range(name, dt_min, dt_max)
+        check_bool(name, "allow_neg_eigval", allow_neg_eigval)
         check_choice(name, "mode", mode, MODES)
         super().__init__(d_model)
         self.d_inner, self.d_state, self.head_dim, self.n_heads, self.n_groups = d_inner, d_state, head_dim, H, n_groups
-        self.mode, self.chunk_size = mode, chunk_size
+        self.allow_neg_eigval, self.mode, self.chunk_size = allow_neg_eigval, mode, chunk_size
         conv_dim = d_inner + 2 * n_groups * d_state
         self.in_proj = nn.Linear(d_model, d_inner + conv_dim + H, bias=False)
         self.conv = ShortConv(conv_dim, d_conv)
@@ -184,13 +187,14 @@ class Mamba2(Mixer):
 
     def _forward(self, u, state):
         z, x, B, C, dt, window = self._inputs(u, state.conv, step=False)
-        y, h = ssd(x, dt, -self.A_log.exp(), B, C, self.chunk_size, state.ssm, self.mode)  # (B, T, H, P)
+        y, h = ssd(x, dt, -self.A_log.exp(), B, C, self.chunk_size, state.ssm, self.mode,
+                   self.allow_neg_eigval)  # (B, T, H, P)
         return self._output(y, x, z), Mamba2State(window, h)
 
     def _step(self, u_t, state):
         z, x, B, C, dt, window = self._inputs(u_t, state.conv, step=True)  # x (B, H, P), B, C (B, G, N)
         B, C = (t.repeat_interleave(self.n_heads // self.n_groups, dim=1) for t in (B, C))  # (B, H, N)
-        decay = torch.exp(dt * -self.A_log.exp())[..., None, None]  # (B, H, 1, 1)
+        decay = transition(dt * -self.A_log.exp(), self.allow_neg_eigval)[..., None, None]  # (B, H, 1, 1)
         h = decay * state.ssm + dt[..., None, None] * B.unsqueeze(-1) * x.unsqueeze(-2)  # (B, H, N, P)
         y = (h * C.unsqueeze(-1)).sum(-2)  # (B, H, P)
         return self._output(y, x, z), Mamba2State(window, h)
@@ -205,10 +209,10 @@ class Mamba2(Mixer):
         z, x, B, C, dt, _ = self._inputs(*token_rows(u, states.conv, slots), step=True)  # rows R = B S n
         B, C = (t.repeat_interleave(self.n_heads // self.n_groups, dim=1) for t in (B, C))  # (R, H, N)
         read = torch.einsum("bsnhk,bshkp->bsnhp", C.unflatten(0, (batch, slots, n)), states.ssm)  # (B, S, n, H, P)
-        decay = torch.exp(dt * -self.A_log.exp())[..., None]  # (R, H, 1)
+        decay = transition(dt * -self.A_log.exp(), self.allow_neg_eigval)[..., None]  # (R, H, 1)
         y = decay * read.flatten(0, 2) + (dt * (B * C).sum(-1))[..., None] * x  # (R, H, P)
         return self._output(y, x, z).unflatten(0, (batch, slots, n))
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, d_inner={self.d_inner}, n_heads={self.n_heads}, d_state={self.d_state}, "
-                f"n_groups={self.n_groups}, mode={self.mode!r}")
+                f"n_groups={self.n_groups}, allow_neg_eigval={self.allow_neg_eigval}, mode={self.mode!r}")

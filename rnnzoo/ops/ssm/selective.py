@@ -147,15 +147,21 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
 
 def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
         chunk_size: int = 64, initial_state: torch.Tensor | None = None,
-        mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        mode: str = "auto", neg_eigval: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba-2's state-space layer with a scalar decay per head (H heads of width P, G groups of B and C):
 
-        h_t = exp(dt_t A_h) h_{t-1} + dt_t B_t x_t^T      (N, P) per head
+        a_t = exp(dt_t A_h), or 2 exp(dt_t A_h) - 1 in (-1, 1] with ``neg_eigval`` (Grazzi et al. 2024)
+        h_t = a_t h_{t-1} + dt_t B_t x_t^T                 (N, P) per head
         y_t = h_t^T C_t                                    (P,)
 
     x (B, T, H, P); dt (B, T, H) >= 0 (after softplus and the bias); A (H,) <= 0; B, C (B, T, G, N) with G
     dividing H, head h reading group h // (H / G); initial_state (B, H, N, P) or None (zeros). The skip D x and
     the gate belong to the layer. Returns y (B, T, H, P) and the final state (B, H, N, P).
+
+    A negative a_t has no logarithm, which the chunk form's decays are built from. It is split as
+    a_t = s_t |a_t| with s_t = +-1: the product of a over (s, t] is sigma_t sigma_s exp(sum log |a|), with
+    sigma_t = s_1 ... s_t (and 1 / sigma_s = sigma_s), so the chunk form runs on log |a_t| with C_t and B_s
+    multiplied by sigma_t and sigma_s and the final state by sigma_T.
     """
     op = "ssd"
     check_rank(op, "x", x, 4, "(B, T, H, P)")
@@ -185,6 +191,13 @@ def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: 
     if T == 0:
         return x.new_zeros(Bsz, 0, H, P), h0
     if mode == "recurrent":
-        return ssd_recurrent(x, dt, A, B, C, h0)
-    return simple_gla(C, B, x * dt.unsqueeze(-1), dt * A, scale=1.0, initial_state=h0, mode="chunk",
+        return ssd_recurrent(x, dt, A, B, C, h0, neg_eigval)
+    v = x * dt.unsqueeze(-1)  # (B, T, H, P)
+    if not neg_eigval:
+        return simple_gla(C, B, v, dt * A, scale=1.0, initial_state=h0, mode="chunk", chunk_size=chunk_size)
+    a = transition(dt * A, True)  # (B, T, H), in (-1, 1]
+    sigma = torch.where(a < 0, -1.0, 1.0).to(a.dtype).cumprod(1).unsqueeze(-1)  # (B, T, H, 1), +-1
+    log_abs = a.abs().clamp_min(torch.finfo(a.dtype).tiny).log()  # (B, T, H); a of exactly 0 decays to ~1e-38
+    y, h = simple_gla(sigma * C, sigma * B, v, log_abs, scale=1.0, initial_state=h0, mode="chunk",
                       chunk_size=chunk_size)
+    return y, sigma[:, -1, :, :, None] * h  # (B, T, H, P), (B, H, N, P)

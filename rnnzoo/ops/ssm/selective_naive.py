@@ -26,10 +26,11 @@ def selective_scan_recurrent(u: torch.Tensor, delta: torch.Tensor, A: torch.Tens
 
 
 def ssd_recurrent(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                  h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  h0: torch.Tensor, neg_eigval: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The loop of Mamba-2's scalar-decay state space, per head h with B and C of its group:
 
-        h_t = exp(dt_t A_h) h_{t-1} + dt_t B_t x_t^T      (N, P)
+        a_t = exp(dt_t A_h)  (or 2 exp(dt_t A_h) - 1 with ``neg_eigval``)
+        h_t = a_t h_{t-1} + dt_t B_t x_t^T                 (N, P)
         y_t = h_t^T C_t                                    (P,)
 
     x (B, T, H, P), dt (B, T, H), A (H,), B and C (B, T, H, N) (already one per head), h0 (B, H, N, P).
@@ -37,6 +38,8 @@ def ssd_recurrent(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.T
     h, ys = h0, []
     for x_t, dt_t, B_t, C_t in zip(x.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
         decay = torch.exp(dt_t * A)[..., None, None]  # (B, H, 1, 1)
+        if neg_eigval:
+            decay = 2 * decay - 1
         h = decay * h + dt_t[..., None, None] * B_t.unsqueeze(-1) * x_t.unsqueeze(-2)  # (B, H, N, P)
         ys.append((h * C_t.unsqueeze(-1)).sum(-2))  # (B, H, P)
     return torch.stack(ys, dim=1), h
