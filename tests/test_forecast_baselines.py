@@ -128,7 +128,7 @@ def test_cross_validation_with_integer_ds_and_statsforecast_models():
 
 def test_clear_errors():
     df = _panel()
-    with pytest.raises(DataError, match="missing columns"):
+    with pytest.raises(DataError, match="lacks the column"):
         B.baseline_forecasts(df.rename(columns={"y": "value"}), 3, "ME", 12)
     with pytest.raises(DataError, match="duplicate"):
         B.baseline_forecasts(pd.concat([df, df.iloc[:1]]), 3, "ME", 12, models=("Naive2",))

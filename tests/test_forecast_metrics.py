@@ -129,7 +129,7 @@ def test_evaluate_without_cutoff_uses_test_df_and_reports_owa():
 
 def test_evaluate_errors_name_the_problem():
     cv, train = _cv_frame(np.random.default_rng(2))
-    with pytest.raises(DataError, match="missing columns"):
+    with pytest.raises(DataError, match="lacks the column"):
         M.evaluate(cv.drop(columns="y"), train, ["M"], 1)
     with pytest.raises(DataError, match="missing values"):
         M.evaluate(cv.assign(M=np.nan), train, ["M"], 1)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from rnnzoo.errors import ConfigError, DataError, UnknownNameError
+from rnnzoo.forecast.data import require_columns
 from rnnzoo.forecast.metrics import level_name
 
 STATSFORECAST_MODELS = ("AutoARIMA", "AutoETS", "SeasonalNaive")
@@ -247,14 +248,7 @@ def _check_options(h, season_length, models, levels) -> tuple[list[str], list[fl
 
 def _check_frame(df: pd.DataFrame, freq) -> pd.DataFrame:
     """Validate a long frame and return its unique_id, ds, y columns sorted by unique_id and ds."""
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"expected a pandas DataFrame with columns unique_id, ds, y, got {type(df).__name__}")
-    missing = [c for c in ("unique_id", "ds", "y") if c not in df.columns]
-    if missing:
-        raise DataError(f"the frame is missing columns {missing} (it has {list(df.columns)}); rename them to the "
-                        "long format unique_id, ds, y")
-    if df.empty:
-        raise DataError("the frame has no rows; pass at least one series")
+    require_columns(df, ["unique_id", "ds", "y"], "df", "rename them to the long format unique_id, ds, y")
     df = df[["unique_id", "ds", "y"]]
     dup = df.duplicated(["unique_id", "ds"])
     if dup.any():

@@ -23,18 +23,24 @@ class Columns:
     target: str = "y"
 
 
-def check_long(df, cols: Columns, exog: list[str] = (), what: str = "df") -> pd.DataFrame:
-    """A sorted copy of ``df`` with only the needed columns, after every check on its shape and values."""
+def require_columns(df, need: list[str], what: str, hint: str = "") -> None:
+    """A DataError unless ``df`` is a DataFrame with rows and every column in ``need``; ``hint`` ends the
+    message of a missing column."""
     if not isinstance(df, pd.DataFrame):
-        raise DataError(f"{what} must be a pandas DataFrame in long format ({cols.id}, {cols.time}, "
-                        f"{cols.target}), got {type(df).__name__}")
-    need = [cols.id, cols.time, cols.target, *exog]
+        raise DataError(f"{what} must be a pandas DataFrame in long format ({', '.join(need)}), got "
+                        f"{type(df).__name__}")
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(f"{what} lacks the column(s) {', '.join(map(repr, missing))}; it has "
-                        f"{', '.join(map(repr, df.columns))} (column names are set with id_col/time_col/target_col)")
+                        f"{', '.join(map(repr, df.columns))}{f' ({hint})' if hint else ''}")
     if df.empty:
         raise DataError(f"{what} has no rows")
+
+
+def check_long(df, cols: Columns, exog: list[str] = (), what: str = "df") -> pd.DataFrame:
+    """A sorted copy of ``df`` with only the needed columns, after every check on its shape and values."""
+    need = [cols.id, cols.time, cols.target, *exog]
+    require_columns(df, need, what, "column names are set with id_col/time_col/target_col")
     out = df[need].copy()
     ds = out[cols.time]
     if not (pd.api.types.is_datetime64_any_dtype(ds) or pd.api.types.is_integer_dtype(ds)):

@@ -24,6 +24,9 @@ import numpy as np
 import pandas as pd
 
 from rnnzoo.errors import DataError, ShapeError
+from rnnzoo.forecast.data import require_columns
+
+LONG = "use the long format unique_id, ds, y plus one column per model"
 
 
 def _pair(y, f, what: str = "forecast") -> tuple[np.ndarray, np.ndarray]:
@@ -187,11 +190,11 @@ def evaluate(forecasts: pd.DataFrame, train_df: pd.DataFrame, models: Sequence[s
     if not models:
         raise DataError("evaluate needs at least one model column name")
     if test_df is not None:
-        _require(test_df, [id_col, time_col, target_col], "test_df")
+        require_columns(test_df, [id_col, time_col, target_col], "test_df", LONG)
         forecasts = forecasts.drop(columns=[target_col], errors="ignore").merge(
             test_df[[id_col, time_col, target_col]], on=[id_col, time_col], how="left")
-    _require(forecasts, [id_col, time_col, target_col] + models, "forecasts")
-    _require(train_df, [id_col, time_col, target_col], "train_df")
+    require_columns(forecasts, [id_col, time_col, target_col] + models, "forecasts", LONG)
+    require_columns(train_df, [id_col, time_col, target_col], "train_df", LONG)
     level_quantiles(levels)  # validates the levels
     used = [target_col] + [c for c in forecasts.columns if c in models or any(c.startswith(f"{m}-") for m in models)]
     bad = forecasts[used].isna().any()
@@ -235,12 +238,3 @@ def evaluate(forecasts: pd.DataFrame, train_df: pd.DataFrame, models: Sequence[s
         ref = out.loc["Naive2"]
         out["OWA"] = [owa(r.sMAPE, r.MASE, ref.sMAPE, ref.MASE) for r in out.itertuples()]
     return out.reset_index().rename(columns={"index": "model"})
-
-
-def _require(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"{name} must be a pandas DataFrame in long format, got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataError(f"{name} is missing columns {missing} (it has {list(df.columns)}); "
-                        "use the long format unique_id, ds, y plus one column per model")

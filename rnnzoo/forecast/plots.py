@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from rnnzoo.errors import ConfigError, DataError
+from rnnzoo.forecast.data import require_columns
 from rnnzoo.forecast.metrics import level_name
 
 HISTORY_COLOR = "0.15"
@@ -41,8 +42,8 @@ def plot_forecasts(history_df: pd.DataFrame, forecasts_df: pd.DataFrame, models:
     forecasts_df holds one forecast per series (for a cross-validation frame use plot_backtest).
     """
     models, levels = _check_options(models, levels)
-    _require(history_df, [id_col, time_col, target_col], "history_df")
-    _require(forecasts_df, [id_col, time_col], "forecasts_df")
+    require_columns(history_df, [id_col, time_col, target_col], "history_df")
+    require_columns(forecasts_df, [id_col, time_col], "forecasts_df")
     banded = _check_models(forecasts_df, models, levels, (id_col, time_col, target_col, "cutoff"))
     if "cutoff" in forecasts_df.columns and (forecasts_df.groupby(id_col)["cutoff"].nunique() > 1).any():
         raise DataError("forecasts_df holds several cutoffs per series (a cross-validation frame); draw it with "
@@ -95,8 +96,8 @@ def plot_backtest(df: pd.DataFrame, cv_df: pd.DataFrame, models: str | Sequence[
     series in one PNG at ``path``. ``history_steps`` keeps that many steps up to the earliest cutoff (and
     everything after it); ``max_series`` the first series in order of appearance in cv_df."""
     models, levels = _check_options(models, levels)
-    _require(df, [id_col, time_col, target_col], "df")
-    _require(cv_df, [id_col, time_col, cutoff_col], "cv_df")
+    require_columns(df, [id_col, time_col, target_col], "df")
+    require_columns(cv_df, [id_col, time_col, cutoff_col], "cv_df")
     banded = _check_models(cv_df, models, levels, (id_col, time_col, target_col, cutoff_col))
     _check_int("history_steps", history_steps)
     ids = _series_ids(cv_df, id_col, max_series)
@@ -184,18 +185,6 @@ def _check_options(models, levels) -> tuple[list[str], list[float]]:
 def _check_int(name: str, value) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
         raise ConfigError(f"{name} must be None or an int >= 1, got {value!r}")
-
-
-def _require(df, cols: list[str], name: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"{name} must be a pandas DataFrame in long format, got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataError(f"{name} lacks the column(s) {', '.join(map(repr, missing))}; it has "
-                        f"{', '.join(map(repr, df.columns))}")
-    if df.empty:
-        raise DataError(f"{name} has no rows; there is nothing to plot")
-
 
 def _check_models(frame: pd.DataFrame, models: list[str], levels: list[float], reserved) -> set[str]:
     """Check every model has a point column, and all or none of its interval columns; return those with bands."""

@@ -107,8 +107,7 @@ class ESN(Mixer):
         if x.dtype != self.W.dtype:
             raise ShapeError(f"{owner}: x is {x.dtype} but the mixer is {self.W.dtype}; cast x, or the mixer "
                              "with .to(dtype)")
-        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 <= ridge < math.inf:
-            raise ConfigError(f"{owner}: ridge must be a finite number >= 0 (e.g. 1e-6), got {ridge!r}")
+        check_real(owner, "ridge", ridge, 0)
         if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
             raise ConfigError(f"{owner}: washout must be an int >= 0 (steps dropped at the start), got {washout!r}")
         for name, t in (("x", x), ("y", y)):
