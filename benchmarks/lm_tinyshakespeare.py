@@ -75,10 +75,9 @@ MODELS = {
     "hopfield": dict(BLOCK, d_model=192, mixer_options={"window": 256}),
     # LM2 is the paper's layer: sliding-window attention plus the memory read (18 d^2 per block against 12 d^2)
     "lm2": dict(BLOCK, d_model=160, mixer_options={"window": 256}), "titans": dict(BLOCK, d_model=192),
-    # At lr 3e-3 the MAG run turned to NaN at step 143, just past the warm-up peak; the hybrids train at half.
-    "titans_mag": dict(BLOCK, d_model=160, lr=1.5e-3, mixer_options={"window": 256}),
-    "titans_mal": dict(BLOCK, d_model=168, lr=1.5e-3, mixer_options={"window": 256}),
-    "titans_mac": dict(BLOCK, d_model=160, lr=1.5e-3),
+    "titans_mag": dict(BLOCK, d_model=160, mixer_options={"window": 256}),
+    "titans_mal": dict(BLOCK, d_model=168, mixer_options={"window": 256}),
+    "titans_mac": dict(BLOCK, d_model=160),
     "memory_cache": dict(BLOCK, d_model=192),
     "rmt": dict(XLSTM, d_model=192, mixer_options={"backbone_layers": 1}),
     "armt": dict(XLSTM, d_model=192, mixer_options={"backbone_layers": 1}),
@@ -139,7 +138,8 @@ def run_one(mixer: str, minutes: float, threads: int, out_root: str) -> dict:
 # oldest first: a later file's row of the same mixer is a rerun and replaces the earlier one
 LEADERBOARD_FILES = ["lm_tinyshakespeare", "lm_tinyshakespeare_loops", "lm_tinyshakespeare_indrnn",
                      "lm_tinyshakespeare_parallel", "lm_tinyshakespeare_ssm", "lm_tinyshakespeare_memory",
-                     "lm_tinyshakespeare_memory2", "lm_tinyshakespeare_memory_lm2", "lm_tinyshakespeare_rmt"]
+                     "lm_tinyshakespeare_memory2", "lm_tinyshakespeare_memory_lm2", "lm_tinyshakespeare_rmt",
+                     "lm_tinyshakespeare_titans_clip"]
 
 
 def leaderboard() -> None:
