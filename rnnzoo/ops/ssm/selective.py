@@ -25,15 +25,9 @@ import torch.nn.functional as F
 from rnnzoo.errors import ConfigError, ShapeError
 from rnnzoo.ops.checks import MODES, check_chunk_size, check_choice, check_rank, check_tensor
 from rnnzoo.ops.linear_attention import simple_gla
-from rnnzoo.ops.ssm.selective_naive import selective_scan_recurrent, ssd_recurrent
+from rnnzoo.ops.ssm.selective_naive import selective_scan_recurrent, ssd_recurrent, transition
 
 __all__ = ["selective_scan", "ssd"]
-
-
-def transition(dA: torch.Tensor, neg_eigval: bool) -> torch.Tensor:
-    """a = exp(delta A), or 2 exp(delta A) - 1 in (-1, 1] (Grazzi et al. 2024) with ``neg_eigval``."""
-    a = dA.exp()
-    return 2 * a - 1 if neg_eigval else a
 
 
 class SelectiveScanFn(torch.autograd.Function):

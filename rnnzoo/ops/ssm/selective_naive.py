@@ -4,6 +4,12 @@ from __future__ import annotations
 import torch
 
 
+def transition(dA: torch.Tensor, neg_eigval: bool) -> torch.Tensor:
+    """a = exp(delta A), or 2 exp(delta A) - 1 in (-1, 1] (Grazzi et al. 2024) with ``neg_eigval``."""
+    a = dA.exp()
+    return 2 * a - 1 if neg_eigval else a
+
+
 def selective_scan_recurrent(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                              C: torch.Tensor, h0: torch.Tensor,
                              neg_eigval: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -17,9 +23,7 @@ def selective_scan_recurrent(u: torch.Tensor, delta: torch.Tensor, A: torch.Tens
     """
     h, ys = h0, []
     for u_t, dt_t, B_t, C_t in zip(u.unbind(1), delta.unbind(1), B.unbind(1), C.unbind(1)):
-        a = torch.exp(dt_t.unsqueeze(-1) * A)  # (B, D, N)
-        if neg_eigval:
-            a = 2 * a - 1
+        a = transition(dt_t.unsqueeze(-1) * A, neg_eigval)  # (B, D, N)
         h = a * h + (dt_t * u_t).unsqueeze(-1) * B_t.unsqueeze(1)  # (B, D, N)
         ys.append((h * C_t.unsqueeze(1)).sum(-1))  # (B, D)
     return torch.stack(ys, dim=1), h
@@ -37,9 +41,7 @@ def ssd_recurrent(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.T
     """
     h, ys = h0, []
     for x_t, dt_t, B_t, C_t in zip(x.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
-        decay = torch.exp(dt_t * A)[..., None, None]  # (B, H, 1, 1)
-        if neg_eigval:
-            decay = 2 * decay - 1
+        decay = transition(dt_t * A, neg_eigval)[..., None, None]  # (B, H, 1, 1)
         h = decay * h + dt_t[..., None, None] * B_t.unsqueeze(-1) * x_t.unsqueeze(-2)  # (B, H, N, P)
         ys.append((h * C_t.unsqueeze(-1)).sum(-2))  # (B, H, P)
     return torch.stack(ys, dim=1), h
